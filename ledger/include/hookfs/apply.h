@@ -1,0 +1,65 @@
+// Apply: verify a pack and commit what verifies, atomically.
+//
+// Phases (DESIGN.md §2 "Atomicity"):
+//  1. Scan: read the whole pack, check framing and trailer; index records.
+//     No lock held, nothing written.
+//  2. Verify: recompute every blob's SHA-256 (in parallel, from the file) and
+//     every tree's; decide per release: accepted, duplicate or rejected (with
+//     the ids that block it). Still nothing written.
+//  3. Chunks: copy the blobs accepted releases need and the store lacks into
+//     the map in short batched txns, registered under a ChunkSession.
+//  4. Commit: one short write txn re-checks what may have changed since (a
+//     concurrent duplicate, a hook created meanwhile), assigns versions, and
+//     writes blob records, trees, releases, pointers and journal together.
+// Any I/O or store error in 3 or 4 aborts the whole pack and reclaims its
+// chunks. Poisoned objects block exactly the releases that reach them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "hookfs/ledger.h"
+#include "hookfs/object_id.h"
+#include "hookfs/status.h"
+
+namespace hookfs {
+
+struct ReleaseOutcome {
+  enum class Kind { kAccepted, kDuplicate, kRejected };
+  Kind kind = Kind::kRejected;
+  std::string hook;
+  ObjectId digest;              // computed by the store (declared if unverifiable)
+  uint32_t version = 0;         // accepted: the new version; duplicate: the existing one
+  std::string reason;           // rejected: why
+  std::vector<ObjectId> bad_objects;  // rejected: the ids that block it
+};
+
+struct ApplyReport {
+  std::string pack;      // the pack's name, for messages
+  Status status;         // pack-level failure (malformed, I/O, no space); OK otherwise
+  std::vector<ReleaseOutcome> releases;
+  uint64_t blobs_written = 0;   // new blob records
+  uint64_t chunks_written = 0;
+  uint64_t trees_written = 0;
+  uint64_t bytes_written = 0;   // blob bytes copied into the store
+
+  // OK if the pack parsed, committed, and no release was rejected.
+  // Malformed (EBADMSG) if anything was rejected or the pack is unreadable.
+  Status Verdict() const;
+  nlohmann::json ToJson() const;
+};
+
+struct ApplyOptions {
+  Actor actor = Actor::Current();
+  std::string pack_name;  // for the report and the journal
+  unsigned hash_threads = 0;  // 0: one per core
+};
+
+// Applies the pack in `path` (a regular file). Never throws. The report's
+// status says why nothing was committed when the pack as a whole failed.
+ApplyReport ApplyPackFile(Ledger* ledger, const std::string& path, const ApplyOptions& options);
+
+}  // namespace hookfs

@@ -1,0 +1,518 @@
+#include "hookfs/apply.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "hookfs/hash.h"
+#include "hookfs/pack.h"
+
+namespace hookfs {
+
+using nlohmann::json;
+
+namespace {
+
+struct PackBlob {
+  ObjectId declared;
+  uint64_t size = 0;
+  uint64_t offset = 0;  // of the data
+  bool needed = false;  // reached by a release and absent from the store
+  bool verified = false;
+  bool ok = false;
+  std::string why;
+  std::vector<uint64_t> chunk_xxh3;
+};
+
+struct PackTree {
+  ObjectId declared;
+  bool ok = false;
+  std::string why;
+  Tree tree;
+};
+
+// Phase 1: index the pack while ScanPack checks its framing and trailer.
+class Indexer : public PackVisitor {
+ public:
+  std::unordered_map<std::string, HookDecl> hooks;
+  std::vector<std::string> hook_order;
+  std::vector<PackBlob> blobs;
+  std::unordered_map<ObjectId, size_t> blob_index;
+  std::unordered_map<ObjectId, PackTree> trees;
+  std::vector<ReleaseRecord> releases;
+
+  Status OnHook(const HookDecl& d) override {
+    if (hooks.count(d.name)) return Status::Malformed("hook '" + d.name + "' declared twice");
+    hooks[d.name] = d;
+    hook_order.push_back(d.name);
+    return Status::OK();
+  }
+  Status OnBlobBegin(const ObjectId& id, uint64_t size, uint64_t offset) override {
+    if (blob_index.count(id)) return Status::Malformed("blob " + id.Hex() + " appears twice");
+    blob_index[id] = blobs.size();
+    PackBlob b;
+    b.declared = id;
+    b.size = size;
+    b.offset = offset;
+    blobs.push_back(std::move(b));
+    return Status::OK();
+  }
+  Status OnTree(const ObjectId& id, std::string_view encoded, uint64_t) override {
+    if (trees.count(id)) return Status::Malformed("tree " + id.Hex() + " appears twice");
+    PackTree t;
+    t.declared = id;
+    ObjectId computed = Sha256::Of(encoded);
+    auto decoded = DecodeTree(encoded);
+    if (!decoded.ok()) {
+      t.why = "tree " + id.Hex() + " is not canonical: " + decoded.status().message();
+    } else if (computed != id) {
+      t.why = "tree declared as " + id.Hex() + " hashes to " + computed.Hex();
+    } else {
+      t.ok = true;
+      t.tree = std::move(decoded).value();
+    }
+    trees.emplace(id, std::move(t));
+    return Status::OK();
+  }
+  Status OnRelease(const ReleaseRecord& r) override {
+    if (releases.size() >= Limits::kMaxReleasesPerPack)
+      return Status::Malformed("pack has more than " + std::to_string(Limits::kMaxReleasesPerPack) + " releases");
+    releases.push_back(r);
+    return Status::OK();
+  }
+};
+
+// Recomputes SHA-256 and per-chunk XXH3 of each blob from the file, in
+// parallel: one blob per worker at a time.
+void VerifyBlobs(int fd, std::vector<PackBlob*> todo, unsigned threads) {
+  std::sort(todo.begin(), todo.end(), [](const PackBlob* a, const PackBlob* b) { return a->size > b->size; });
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    std::vector<char> buf(4 * kChunkSize);
+    Sha256 sha;
+    for (size_t i = next++; i < todo.size(); i = next++) {
+      PackBlob* b = todo[i];
+      b->chunk_xxh3.clear();
+      uint64_t done = 0;
+      bool io_ok = true;
+      while (done < b->size) {
+        size_t want = size_t(std::min<uint64_t>(buf.size(), b->size - done));
+        size_t got = 0;
+        while (got < want) {
+          ssize_t r = ::pread(fd, buf.data() + got, want - got, off_t(b->offset + done + got));
+          if (r < 0 && errno == EINTR) continue;
+          if (r <= 0) {
+            io_ok = false;
+            b->why = std::string("read failed: ") + (r < 0 ? std::strerror(errno) : "short file");
+            break;
+          }
+          got += size_t(r);
+        }
+        if (!io_ok) break;
+        sha.Update(buf.data(), want);
+        for (size_t off = 0; off < want; off += kChunkSize)
+          b->chunk_xxh3.push_back(Xxh3_64(buf.data() + off, std::min(kChunkSize, want - off)));
+        done += want;
+      }
+      ObjectId computed = sha.Finish();
+      b->verified = true;
+      if (!io_ok) continue;
+      if (computed == b->declared) b->ok = true;
+      else b->why = "blob declared as " + b->declared.Hex() + " hashes to " + computed.Hex();
+    }
+  };
+  threads = std::max(1u, std::min<unsigned>(threads, unsigned(todo.size())));
+  std::vector<std::thread> pool;
+  for (unsigned t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+}
+
+struct Plan {
+  size_t release;            // index into Indexer::releases
+  ReleaseOutcome outcome;
+  std::vector<size_t> blobs;  // pack blobs it needs written
+  std::vector<ObjectId> trees;  // pack trees it reaches
+  uint64_t files = 0, bytes = 0;
+};
+
+class Applier {
+ public:
+  Applier(Ledger* ledger, const ApplyOptions& opts, ApplyReport* report)
+      : store_(ledger->store()), t_(store_->tables()), opts_(opts), report_(report) {}
+
+  Status Run(int fd);
+
+ private:
+  Status Walk(const ReadView& view, const ObjectId& tree_id, size_t depth, Plan* plan,
+              std::unordered_set<ObjectId>* seen_trees);
+  Status Stats(const ReadView& view, const ObjectId& tree_id, uint64_t* files, uint64_t* bytes);
+  void Reject(Plan* p, std::string reason, std::vector<ObjectId> bad) {
+    if (p->outcome.kind == ReleaseOutcome::Kind::kRejected) {
+      for (auto& b : bad) p->outcome.bad_objects.push_back(b);
+      return;
+    }
+    p->outcome.kind = ReleaseOutcome::Kind::kRejected;
+    p->outcome.reason = std::move(reason);
+    p->outcome.bad_objects = std::move(bad);
+  }
+  Status Commit(std::vector<Plan>& plans, ChunkSession* session);
+
+  Store* store_;
+  const Tables& t_;
+  const ApplyOptions& opts_;
+  ApplyReport* report_;
+  Indexer ix_;
+  std::unordered_map<ObjectId, std::pair<uint64_t, uint64_t>> stats_memo_;
+};
+
+Status Applier::Walk(const ReadView& view, const ObjectId& id, size_t depth, Plan* plan,
+                     std::unordered_set<ObjectId>* seen) {
+  if (depth > Limits::kMaxDepth) {
+    Reject(plan, "tree deeper than " + std::to_string(Limits::kMaxDepth) + " levels", {id});
+    return Status::OK();
+  }
+  if (!seen->insert(id).second) return Status::OK();
+  auto it = ix_.trees.find(id);
+  if (it == ix_.trees.end()) {
+    HOOKFS_ASSIGN_OR_RETURN(bool have, view.HasTree(id));
+    if (!have) Reject(plan, "tree " + id.Hex() + " is neither in the pack nor in the store", {id});
+    return Status::OK();  // a stored tree's closure is complete (invariant 1)
+  }
+  if (!it->second.ok) {
+    Reject(plan, it->second.why, {id});
+    return Status::OK();
+  }
+  plan->trees.push_back(id);
+  for (const TreeEntry& e : it->second.tree.entries) {
+    if (e.IsDir()) {
+      HOOKFS_RETURN_IF_ERROR(Walk(view, e.id, depth + 1, plan, seen));
+    } else if (e.IsFile()) {
+      auto bi = ix_.blob_index.find(e.id);
+      auto stored = view.GetBlobInfo(e.id);
+      if (stored.ok()) {
+        if (stored->size != e.size)
+          Reject(plan, "tree " + id.Hex() + " says '" + e.name + "' has " + std::to_string(e.size) +
+                           " bytes, its blob has " + std::to_string(stored->size), {id});
+        continue;
+      }
+      if (!stored.status().Is(Code::kNotFound)) return stored.status();
+      if (bi == ix_.blob_index.end()) {
+        Reject(plan, "blob " + e.id.Hex() + " ('" + e.name + "') is neither in the pack nor in the store", {e.id});
+        continue;
+      }
+      PackBlob& b = ix_.blobs[bi->second];
+      if (b.size != e.size) {
+        Reject(plan, "tree " + id.Hex() + " says '" + e.name + "' has " + std::to_string(e.size) +
+                         " bytes, its blob has " + std::to_string(b.size), {id});
+        continue;
+      }
+      b.needed = true;
+      plan->blobs.push_back(bi->second);
+    }
+  }
+  return Status::OK();
+}
+
+Status Applier::Stats(const ReadView& view, const ObjectId& id, uint64_t* files, uint64_t* bytes) {
+  if (auto m = stats_memo_.find(id); m != stats_memo_.end()) {
+    *files += m->second.first;
+    *bytes += m->second.second;
+    return Status::OK();
+  }
+  Tree stored;
+  const Tree* tree;
+  if (auto it = ix_.trees.find(id); it != ix_.trees.end() && it->second.ok) {
+    tree = &it->second.tree;
+  } else {
+    HOOKFS_ASSIGN_OR_RETURN(stored, view.GetTree(id));
+    tree = &stored;
+  }
+  uint64_t f = 0, b = 0;
+  for (const TreeEntry& e : tree->entries) {
+    if (e.IsFile()) {
+      ++f;
+      b += e.size;
+    } else if (e.IsDir()) {
+      HOOKFS_RETURN_IF_ERROR(Stats(view, e.id, &f, &b));
+    }
+  }
+  stats_memo_[id] = {f, b};
+  *files += f;
+  *bytes += b;
+  return Status::OK();
+}
+
+Status Applier::Run(int fd) {
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  // Phase 1: scan. Nothing is trusted or written until the trailer checks.
+  auto summary = ScanPack(fd, &ix_);
+  if (!summary.ok()) {
+    if (summary.status().Is(Code::kUnsupported)) return Status::Malformed(summary.status().message());
+    return summary.status();
+  }
+  for (const ReleaseRecord& r : ix_.releases)
+    if (!ix_.hooks.count(r.hook)) return Status::Malformed("release of hook '" + r.hook + "' without a hook declaration");
+
+  // Phase 2: decide, from a snapshot, without the write lock.
+  std::vector<Plan> plans(ix_.releases.size());
+  {
+    HOOKFS_ASSIGN_OR_RETURN(ReadView view, store_->Read());
+    for (size_t i = 0; i < plans.size(); ++i) {
+      const ReleaseRecord& r = ix_.releases[i];
+      Plan& p = plans[i];
+      p.release = i;
+      p.outcome.hook = r.hook;
+      p.outcome.digest = r.root;
+      p.outcome.kind = ReleaseOutcome::Kind::kAccepted;
+      HOOKFS_ASSIGN_OR_RETURN(std::optional<HookInfo> existing, ledger_txn::GetHook(t_, view.txn(), r.hook));
+      const HookDecl& decl = ix_.hooks[r.hook];
+      if (existing && !decl.feature.empty() && decl.feature != existing->feature) {
+        Reject(&p, "hook '" + r.hook + "' has feature '" + existing->feature + "'; the pack names '" + decl.feature + "'", {});
+        continue;
+      }
+      bool root_is_tree = ix_.trees.count(r.root) > 0;
+      if (!root_is_tree) {
+        HOOKFS_ASSIGN_OR_RETURN(root_is_tree, view.HasTree(r.root));
+      }
+      if (!root_is_tree) {
+        HOOKFS_ASSIGN_OR_RETURN(bool stored_blob, view.HasBlob(r.root));
+        if (ix_.blob_index.count(r.root) || stored_blob)
+          Reject(&p, "release root " + r.root.Hex() + " is a blob, not a tree", {r.root});
+        else
+          Reject(&p, "release root tree " + r.root.Hex() + " is neither in the pack nor in the store", {r.root});
+        continue;
+      }
+      std::unordered_set<ObjectId> seen;
+      HOOKFS_RETURN_IF_ERROR(Walk(view, r.root, 0, &p, &seen));
+    }
+    // Verify every pack blob some release needs, in parallel.
+    std::vector<PackBlob*> todo;
+    for (PackBlob& b : ix_.blobs)
+      if (b.needed) todo.push_back(&b);
+    unsigned threads = opts_.hash_threads ? opts_.hash_threads : std::max(1u, std::thread::hardware_concurrency());
+    VerifyBlobs(fd, todo, threads);
+    for (Plan& p : plans) {
+      for (size_t bi : p.blobs) {
+        const PackBlob& b = ix_.blobs[bi];
+        if (!b.ok) Reject(&p, b.why, {b.declared});
+      }
+      if (p.outcome.kind == ReleaseOutcome::Kind::kRejected) {
+        std::sort(p.outcome.bad_objects.begin(), p.outcome.bad_objects.end());
+        p.outcome.bad_objects.erase(std::unique(p.outcome.bad_objects.begin(), p.outcome.bad_objects.end()),
+                                    p.outcome.bad_objects.end());
+        continue;
+      }
+      HOOKFS_RETURN_IF_ERROR(Stats(view, p.outcome.digest, &p.files, &p.bytes));
+    }
+  }
+
+  // Phase 3: copy the blobs accepted releases need into the map, in short txns.
+  auto session = ChunkSession::Begin(store_);
+  if (!session.ok()) return session.status();
+  std::vector<bool> written(ix_.blobs.size(), false);
+  for (const Plan& p : plans) {
+    if (p.outcome.kind != ReleaseOutcome::Kind::kAccepted) continue;
+    for (size_t bi : p.blobs) {
+      if (written[bi]) continue;
+      written[bi] = true;
+      const PackBlob& b = ix_.blobs[bi];
+      HOOKFS_RETURN_IF_ERROR((*session)->WriteBlob(b.declared, fd, b.offset, b.size, b.chunk_xxh3));
+      report_->bytes_written += b.size;
+    }
+  }
+  HOOKFS_RETURN_IF_ERROR((*session)->Flush());
+
+  // Phase 4: the one short txn that makes it all visible.
+  Status st = Commit(plans, session->get());
+  if (!st.ok()) {
+    report_->blobs_written = report_->trees_written = report_->bytes_written = 0;
+    return st;  // ~ChunkSession reclaims
+  }
+  report_->chunks_written = (*session)->chunks_written();
+  (*session)->Committed();
+  for (Plan& p : plans) report_->releases.push_back(std::move(p.outcome));
+  return Status::OK();
+}
+
+Status Applier::Commit(std::vector<Plan>& plans, ChunkSession* session) {
+  HOOKFS_ASSIGN_OR_RETURN(lmdb::Txn txn, store_->BeginWrite());
+  const int64_t now = NowMs() / 1000;
+  // Hooks: create declared ones that have an accepted release or none at all.
+  std::unordered_map<std::string, bool> has_release, has_accepted;
+  for (const Plan& p : plans) {
+    has_release[p.outcome.hook] = true;
+    if (p.outcome.kind == ReleaseOutcome::Kind::kAccepted) has_accepted[p.outcome.hook] = true;
+  }
+  for (const std::string& name : ix_.hook_order) {
+    HOOKFS_ASSIGN_OR_RETURN(std::optional<HookInfo> existing, ledger_txn::GetHook(t_, txn, name));
+    const HookDecl& decl = ix_.hooks[name];
+    if (existing) {
+      // Created meanwhile by a concurrent apply: the feature rule applies again.
+      if (!decl.feature.empty() && decl.feature != existing->feature)
+        for (Plan& p : plans)
+          if (p.outcome.hook == name && p.outcome.kind == ReleaseOutcome::Kind::kAccepted)
+            Reject(&p, "hook '" + name + "' has feature '" + existing->feature + "'; the pack names '" + decl.feature + "'", {});
+      continue;
+    }
+    if (has_release[name] && !has_accepted[name]) continue;
+    HookInfo h{name, decl.feature, now, opts_.actor.uid};
+    HOOKFS_RETURN_IF_ERROR(ledger_txn::PutHook(t_, txn, h));
+    HOOKFS_RETURN_IF_ERROR(ledger_txn::AppendJournal(
+        t_, txn, {{"event", "hook"}, {"time", FormatTime(now)}, {"hook", name}, {"feature", decl.feature}, {"uid", opts_.actor.uid}}));
+  }
+  // Objects first: blob records (their chunks are durable), then trees.
+  std::unordered_set<size_t> blobs_done;
+  std::unordered_set<ObjectId> trees_done;
+  for (Plan& p : plans) {
+    if (p.outcome.kind != ReleaseOutcome::Kind::kAccepted) continue;
+    // Duplicate of an existing release (possibly committed a moment ago, or
+    // earlier in this very pack)?
+    HOOKFS_ASSIGN_OR_RETURN(std::optional<uint32_t> dup, ledger_txn::FindDigest(t_, txn, p.outcome.hook, p.outcome.digest));
+    if (dup) {
+      p.outcome.kind = ReleaseOutcome::Kind::kDuplicate;
+      p.outcome.version = *dup;
+      continue;
+    }
+    for (size_t bi : p.blobs) {
+      if (!blobs_done.insert(bi).second) continue;
+      const PackBlob& b = ix_.blobs[bi];
+      HOOKFS_ASSIGN_OR_RETURN(bool have, txn.Has(t_.blobs, b.declared.AsKey()));
+      if (have) continue;
+      HOOKFS_RETURN_IF_ERROR(txn.Put(t_.blobs, b.declared.AsKey(), EncodeBlobRecord(b.size, b.chunk_xxh3)));
+      ++report_->blobs_written;
+    }
+    for (const ObjectId& tid : p.trees) {
+      if (!trees_done.insert(tid).second) continue;
+      HOOKFS_ASSIGN_OR_RETURN(bool have, txn.Has(t_.trees, tid.AsKey()));
+      if (have) continue;
+      HOOKFS_ASSIGN_OR_RETURN(std::string bytes, EncodeTree(ix_.trees[tid].tree));
+      std::string rec;
+      lmdb::PutBE64(&rec, Xxh3_64(bytes.data(), bytes.size()));
+      rec += bytes;
+      HOOKFS_RETURN_IF_ERROR(txn.Put(t_.trees, tid.AsKey(), rec));
+      ++report_->trees_written;
+    }
+    // Then the release and its pointer.
+    const ReleaseRecord& r = ix_.releases[p.release];
+    HOOKFS_ASSIGN_OR_RETURN(uint32_t last, ledger_txn::LastVersion(t_, txn, r.hook));
+    ReleaseInfo info;
+    info.hook = r.hook;
+    info.version = last + 1;
+    info.digest = p.outcome.digest;
+    info.source_ref = r.source_ref;
+    info.message = r.message;
+    info.published_by = opts_.actor.uid;
+    info.created_at = r.created_at;
+    info.committed_at = now;
+    info.files = p.files;
+    info.bytes = p.bytes;
+    HOOKFS_RETURN_IF_ERROR(ledger_txn::PutRelease(t_, txn, info));
+    p.outcome.version = info.version;
+    HOOKFS_RETURN_IF_ERROR(ledger_txn::AppendJournal(
+        t_, txn, {{"event", "release"}, {"time", FormatTime(now)}, {"hook", r.hook}, {"version", info.version},
+                  {"digest", info.digest.Hex()}, {"pack", report_->pack}, {"uid", opts_.actor.uid}}));
+    if (!r.no_advance)
+      HOOKFS_RETURN_IF_ERROR(ledger_txn::MovePointer(t_, txn, r.hook, "live", info.version, opts_.actor, now));
+  }
+  HOOKFS_RETURN_IF_ERROR(session->Release(txn));
+  size_t counts[3] = {0, 0, 0};
+  for (const Plan& p : plans) ++counts[size_t(p.outcome.kind)];
+  HOOKFS_RETURN_IF_ERROR(ledger_txn::AppendJournal(
+      t_, txn, {{"event", "pack"}, {"time", FormatTime(now)}, {"pack", report_->pack}, {"uid", opts_.actor.uid},
+                {"accepted", counts[0]}, {"duplicate", counts[1]}, {"rejected", counts[2]}}));
+  HOOKFS_RETURN_IF_ERROR(store_->Inject("final_commit"));
+  return txn.Commit().Context("commit pack");
+}
+
+std::string BaseName(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+}  // namespace
+
+Status ApplyReport::Verdict() const {
+  if (!status.ok()) return status;
+  size_t rejected = 0;
+  for (const ReleaseOutcome& r : releases) rejected += r.kind == ReleaseOutcome::Kind::kRejected;
+  if (rejected)
+    return Status::Malformed(std::to_string(rejected) + " of " + std::to_string(releases.size()) +
+                             " releases in pack '" + pack + "' rejected");
+  return Status::OK();
+}
+
+json ApplyReport::ToJson() const {
+  json j;
+  j["pack"] = pack;
+  size_t rejected = 0;
+  for (const ReleaseOutcome& r : releases) rejected += r.kind == ReleaseOutcome::Kind::kRejected;
+  j["status"] = !status.ok() ? "error" : rejected ? "rejected" : "ok";
+  if (!status.ok()) j["error"] = status.ToString();
+  json rels = json::array();
+  for (const ReleaseOutcome& r : releases) {
+    json e = {{"hook", r.hook}, {"digest", r.digest.Hex()}};
+    switch (r.kind) {
+      case ReleaseOutcome::Kind::kAccepted:
+        e["result"] = "accepted";
+        e["version"] = r.version;
+        break;
+      case ReleaseOutcome::Kind::kDuplicate:
+        e["result"] = "duplicate";
+        e["duplicate_of"] = r.version;
+        break;
+      case ReleaseOutcome::Kind::kRejected: {
+        e["result"] = "rejected";
+        e["reason"] = r.reason;
+        json bad = json::array();
+        for (const ObjectId& id : r.bad_objects) bad.push_back(id.Hex());
+        e["bad_objects"] = bad;
+        break;
+      }
+    }
+    rels.push_back(std::move(e));
+  }
+  j["releases"] = rels;
+  j["written"] = {{"blobs", blobs_written}, {"chunks", chunks_written}, {"trees", trees_written}, {"bytes", bytes_written}};
+  return j;
+}
+
+ApplyReport ApplyPackFile(Ledger* ledger, const std::string& path, const ApplyOptions& options) {
+  ApplyReport report;
+  report.pack = options.pack_name.empty() ? BaseName(path) : options.pack_name;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    report.status = Status::FromErrno(errno, "open pack " + path);
+    return report;
+  }
+  Applier applier(ledger, options, &report);
+  Status st = applier.Run(fd);
+  ::close(fd);
+  if (!st.ok()) {
+    report.status = st.Context("pack '" + report.pack + "'");
+    report.releases.clear();
+    // Record the outcome; a store that cannot write this cannot have committed anything either.
+    auto txn = ledger->store()->BeginWrite();
+    if (txn.ok()) {
+      Status jst = ledger_txn::AppendJournal(
+          ledger->store()->tables(), *txn,
+          {{"event", "pack"}, {"time", FormatTime(NowMs() / 1000)}, {"pack", report.pack}, {"uid", options.actor.uid},
+           {"error", report.status.ToString()}});
+      if (jst.ok()) jst = txn->Commit();
+      if (!jst.ok()) spdlog::warn("journal: could not record failed pack {}: {}", report.pack, jst.ToString());
+    }
+  }
+  return report;
+}
+
+}  // namespace hookfs

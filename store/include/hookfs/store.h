@@ -1,0 +1,186 @@
+// Store: the LMDB environment that holds objects and the ledger.
+//
+// A store directory holds data.mdb and lock.mdb (one LMDB environment) and
+// staging/ (pack spool files and chunk-session locks). Objects:
+//   blobs   id -> BlobRecord (size, chunk size, flags, XXH3-64 per chunk)
+//   chunks  id ++ u32be index -> raw bytes (kChunkSize, the last one shorter)
+//   trees   id -> u64 XXH3-64 ++ canonical tree bytes
+// A blob record is written only in the same txn that commits a release
+// reaching it, after all of its chunks are durable; so a blob record implies
+// a complete, verified blob. Chunks written before that are registered under
+// a chunk session (pending tables) and reclaimed if the session aborts or its
+// process dies (found by a free flock on staging/session-ID.lock at Open).
+//
+// The store's own format version lives in the `meta` table; Open refuses a
+// store of another version with a message naming both, before any write.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "hookfs/lmdb.h"
+#include "hookfs/object_id.h"
+#include "hookfs/status.h"
+#include "hookfs/tree.h"
+
+namespace hookfs {
+
+inline constexpr uint32_t kStoreFormatVersion = 1;
+inline constexpr size_t kChunkSize = 256 * 1024;
+
+struct StoreOptions {
+  std::string dir;
+  // Maximum size of data.mdb. Costs only address space (no MDB_WRITEMAP).
+  uint64_t map_size = 1ull << 40;
+  unsigned max_readers = 1024;
+  bool create_if_missing = true;
+  // Test hook: called before each write step of an apply ("chunk",
+  // "chunk_commit", "final_commit"); a non-OK result is that step's failure.
+  std::function<Status(std::string_view step)> fault_injector;
+};
+
+// The named tables of the environment. Ledger tables are described in
+// ledger/include/hookfs/ledger.h.
+struct Tables {
+  MDB_dbi meta = 0, blobs = 0, chunks = 0, trees = 0;
+  MDB_dbi pending_session = 0, pending_blob = 0;
+  MDB_dbi hooks = 0, releases = 0, digests = 0, pointers = 0, history = 0,
+          runs = 0, journal = 0;
+};
+
+struct BlobInfo {
+  uint64_t size = 0;
+  uint32_t chunk_count = 0;
+  uint32_t flags = 0;
+};
+
+std::string ChunkKey(const ObjectId& id, uint32_t index);
+uint32_t ChunkCount(uint64_t size);
+std::string EncodeBlobRecord(uint64_t size, const std::vector<uint64_t>& chunk_xxh3);
+Result<BlobInfo> DecodeBlobInfo(std::string_view rec);
+
+class Store;
+
+// A consistent snapshot for one request: a read txn. Views it hands out
+// point into the map and are valid until the ReadView is destroyed.
+class ReadView {
+ public:
+  ReadView(ReadView&&) = default;
+  ReadView& operator=(ReadView&&) = default;
+
+  Result<bool> HasBlob(const ObjectId& id) const;
+  Result<bool> HasTree(const ObjectId& id) const;
+  Result<BlobInfo> GetBlobInfo(const ObjectId& id) const;
+  // Canonical bytes, checked against the stored XXH3 (Corruption if not).
+  Result<std::string_view> GetTreeBytes(const ObjectId& id) const;
+  Result<Tree> GetTree(const ObjectId& id) const;
+  // Appends views of bytes [offset, offset+len) of the blob, clipped at its
+  // end, to `out`. Each chunk touched is checked against its XXH3 first: a
+  // mismatch is Corruption naming blob and chunk, and nothing is appended.
+  Status ReadBlob(const ObjectId& id, uint64_t offset, size_t len,
+                  std::vector<std::span<const uint8_t>>* out) const;
+
+  const lmdb::Txn& txn() const { return txn_; }
+  const Tables& tables() const { return *tables_; }
+
+ private:
+  friend class Store;
+  ReadView(lmdb::Txn txn, const Tables* t) : txn_(std::move(txn)), tables_(t) {}
+  lmdb::Txn txn_;
+  const Tables* tables_;
+};
+
+class Store {
+ public:
+  static Result<std::unique_ptr<Store>> Open(const StoreOptions& options);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // --store default: $HOOKFS_STORE, else /var/lib/hookfs as root, else
+  // ${XDG_DATA_HOME:-~/.local/share}/hookfs.
+  static std::string DefaultDir();
+
+  const std::string& dir() const { return options_.dir; }
+  std::string staging_dir() const { return options_.dir + "/staging"; }
+  MDB_env* env() const { return env_; }
+  const Tables& tables() const { return tables_; }
+
+  Result<ReadView> Read() const;
+  Result<lmdb::Txn> BeginWrite() const { return lmdb::Txn::Begin(env_, true); }
+
+  // Creates staging/NAME (O_EXCL) already holding an exclusive flock, so that
+  // the sweep at Open never takes a live file for an abandoned one. The file
+  // stays the caller's while the returned fd is open.
+  Result<int> CreateStagingFile(const std::string& name) const;
+
+  // Runs the test fault injector, if any, for `step`.
+  Status Inject(std::string_view step) const;
+
+  // Reclaims chunks of chunk sessions whose owner is gone. Open calls it.
+  Status ReclaimAbandoned();
+
+ private:
+  explicit Store(StoreOptions options) : options_(std::move(options)) {}
+  Status OpenEnv();
+  Status CheckOrInitFormat();
+
+  StoreOptions options_;
+  MDB_env* env_ = nullptr;
+  Tables tables_;
+};
+
+// Chunks of blobs being applied, written in bounded batches (each its own
+// short write txn) and registered as pending under this session until the
+// final txn publishes them (Publish) or the session reclaims them (Abort, the
+// destructor, or the next Open after a crash).
+class ChunkSession {
+ public:
+  static Result<std::unique_ptr<ChunkSession>> Begin(Store* store);
+  ~ChunkSession();
+
+  // Copies `size` bytes at `offset` of `fd` into chunks of blob `id`, reading
+  // straight into the map. Each chunk must hash (XXH3) to `chunk_xxh3[i]`,
+  // computed when the blob was verified; a difference means the source
+  // changed underneath us and is Corruption.
+  Status WriteBlob(const ObjectId& id, int fd, uint64_t offset, uint64_t size,
+                   const std::vector<uint64_t>& chunk_xxh3);
+  // Commits the current batch so that every chunk written so far is durable.
+  Status Flush();
+  // In the caller's final txn, after it wrote the blob records: drop this
+  // session's registrations and the chunks of any blob left without a record.
+  Status Release(lmdb::Txn& txn);
+  // After the final txn committed: the session is over, nothing to reclaim.
+  void Committed();
+  // Deletes this session's chunks that no blob record and no other session
+  // needs. Idempotent.
+  Status Abort();
+
+  uint64_t chunks_written() const { return chunks_written_; }
+  const std::string& id() const { return id_; }
+
+ private:
+  ChunkSession(Store* s, std::string id, int lock_fd)
+      : store_(s), id_(std::move(id)), lock_fd_(lock_fd) {}
+  void CloseLock();
+  Status EnsureBatch();
+  Status Register(const ObjectId& id, uint32_t chunks);
+
+  Store* store_;
+  std::string id_;
+  int lock_fd_;
+  lmdb::Txn batch_;
+  uint64_t batch_bytes_ = 0;
+  uint64_t chunks_written_ = 0;
+  bool done_ = false;
+};
+
+// Reclaims one session's chunks inside `txn` (shared by Abort and recovery).
+Status ReclaimSession(const Tables& t, lmdb::Txn& txn, std::string_view session);
+
+}  // namespace hookfs

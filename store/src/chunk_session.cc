@@ -1,0 +1,154 @@
+#include <fcntl.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+
+#include <spdlog/spdlog.h>
+
+#include "hookfs/hash.h"
+#include "hookfs/store.h"
+
+namespace hookfs {
+
+namespace {
+// Bounded batches keep each write txn short (other writers wait only this
+// long) and bound the dirty pages LMDB holds in RAM before commit.
+constexpr uint64_t kBatchBytes = 64ull << 20;
+
+std::string PendingBlobKey(const ObjectId& id, std::string_view session) {
+  std::string k(id.AsKey());
+  k += session;
+  return k;
+}
+std::string PendingSessionKey(std::string_view session, const ObjectId& id) {
+  std::string k(session);
+  k.append(id.AsKey());
+  return k;
+}
+}  // namespace
+
+Status ReclaimSession(const Tables& t, lmdb::Txn& txn, std::string_view session) {
+  HOOKFS_ASSIGN_OR_RETURN(lmdb::Cursor c, lmdb::Cursor::Open(txn, t.pending_session));
+  std::vector<std::pair<ObjectId, uint32_t>> mine;
+  HOOKFS_ASSIGN_OR_RETURN(bool more, c.Seek(session));
+  while (more && c.key().size() == session.size() + ObjectId::kSize && c.key().substr(0, session.size()) == session) {
+    if (c.value().size() != 4) return Status::Corruption("pending record of session " + std::string(session));
+    mine.emplace_back(ObjectId::FromBytes(c.key().data() + session.size()), lmdb::GetBE32(c.value().data()));
+    HOOKFS_ASSIGN_OR_RETURN(more, c.Next());
+  }
+  for (const auto& [id, chunks] : mine) {
+    HOOKFS_RETURN_IF_ERROR(txn.Del(t.pending_session, PendingSessionKey(session, id)));
+    HOOKFS_RETURN_IF_ERROR(txn.Del(t.pending_blob, PendingBlobKey(id, session)));
+    HOOKFS_ASSIGN_OR_RETURN(bool committed, txn.Has(t.blobs, id.AsKey()));
+    if (committed) continue;
+    HOOKFS_ASSIGN_OR_RETURN(lmdb::Cursor other, lmdb::Cursor::Open(txn, t.pending_blob));
+    HOOKFS_ASSIGN_OR_RETURN(bool found, other.Seek(id.AsKey()));
+    if (found && other.key().substr(0, ObjectId::kSize) == id.AsKey()) continue;  // another session needs them
+    for (uint32_t i = 0; i < chunks; ++i) HOOKFS_RETURN_IF_ERROR(txn.Del(t.chunks, ChunkKey(id, i)));
+  }
+  return Status::OK();
+}
+
+Result<std::unique_ptr<ChunkSession>> ChunkSession::Begin(Store* store) {
+  unsigned char rnd[8];
+  if (::getrandom(rnd, sizeof rnd, 0) != sizeof rnd) return Status::FromErrno(errno, "getrandom");
+  char id[17];
+  for (int i = 0; i < 8; ++i) std::snprintf(id + 2 * i, 3, "%02x", rnd[i]);
+  HOOKFS_ASSIGN_OR_RETURN(int fd, store->CreateStagingFile(std::string("session-") + id + ".lock"));
+  return std::unique_ptr<ChunkSession>(new ChunkSession(store, id, fd));
+}
+
+ChunkSession::~ChunkSession() {
+  if (!done_) {
+    Status st = Abort();
+    if (!st.ok()) spdlog::warn("apply session {}: reclaim failed ({}); the next open reclaims it", id_, st.ToString());
+  }
+  CloseLock();
+}
+
+void ChunkSession::CloseLock() {
+  if (lock_fd_ < 0) return;
+  ::unlink((store_->staging_dir() + "/session-" + id_ + ".lock").c_str());
+  ::close(lock_fd_);
+  lock_fd_ = -1;
+}
+
+Status ChunkSession::EnsureBatch() {
+  if (batch_) return Status::OK();
+  HOOKFS_ASSIGN_OR_RETURN(batch_, store_->BeginWrite());
+  batch_bytes_ = 0;
+  return Status::OK();
+}
+
+Status ChunkSession::Register(const ObjectId& id, uint32_t chunks) {
+  const Tables& t = store_->tables();
+  std::string v;
+  lmdb::PutBE32(&v, chunks);
+  HOOKFS_RETURN_IF_ERROR(batch_.Put(t.pending_session, PendingSessionKey(id_, id), v));
+  return batch_.Put(t.pending_blob, PendingBlobKey(id, id_), "");
+}
+
+Status ChunkSession::WriteBlob(const ObjectId& id, int fd, uint64_t offset, uint64_t size,
+                               const std::vector<uint64_t>& chunk_xxh3) {
+  const uint32_t n = ChunkCount(size);
+  if (chunk_xxh3.size() != n) return Status::InvalidArgument("chunk checksums do not match blob size");
+  HOOKFS_RETURN_IF_ERROR(EnsureBatch());
+  // The registration lands in the same txn as the first chunk, so a chunk
+  // is never durable without a record saying whose it is.
+  HOOKFS_RETURN_IF_ERROR(Register(id, n));
+  for (uint32_t i = 0; i < n; ++i) {
+    HOOKFS_RETURN_IF_ERROR(store_->Inject("chunk"));
+    const uint64_t start = uint64_t(i) * kChunkSize;
+    const size_t len = size_t(std::min<uint64_t>(kChunkSize, size - start));
+    HOOKFS_ASSIGN_OR_RETURN(char* dst, batch_.Reserve(store_->tables().chunks, ChunkKey(id, i), len));
+    size_t got = 0;
+    while (got < len) {
+      ssize_t r = ::pread(fd, dst + got, len - got, off_t(offset + start + got));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return Status::FromErrno(errno, "read pack for blob " + id.Hex());
+      if (r == 0) return Status::Corruption("pack shrank while applying blob " + id.Hex());
+      got += size_t(r);
+    }
+    if (Xxh3_64(dst, len) != chunk_xxh3[i])
+      return Status::Corruption("pack changed while applying blob " + id.Hex() + " (chunk " + std::to_string(i) + ")");
+    ++chunks_written_;
+    batch_bytes_ += len;
+    if (batch_bytes_ >= kBatchBytes) {
+      HOOKFS_RETURN_IF_ERROR(Flush());
+      HOOKFS_RETURN_IF_ERROR(EnsureBatch());
+    }
+  }
+  return Status::OK();
+}
+
+Status ChunkSession::Flush() {
+  if (!batch_) return Status::OK();
+  HOOKFS_RETURN_IF_ERROR(store_->Inject("chunk_commit"));
+  return batch_.Commit().Context("commit chunk batch");
+}
+
+Status ChunkSession::Release(lmdb::Txn& txn) {
+  // Blob records written earlier in `txn` keep their chunks; chunks of blobs
+  // that ended up unused (a release turned duplicate meanwhile) go.
+  return ReclaimSession(store_->tables(), txn, id_);
+}
+
+void ChunkSession::Committed() {
+  done_ = true;
+  CloseLock();
+}
+
+Status ChunkSession::Abort() {
+  if (done_) return Status::OK();
+  batch_.Abort();  // uncommitted chunks vanish with their txn
+  done_ = true;
+  HOOKFS_ASSIGN_OR_RETURN(lmdb::Txn txn, store_->BeginWrite());
+  HOOKFS_RETURN_IF_ERROR(ReclaimSession(store_->tables(), txn, id_));
+  HOOKFS_RETURN_IF_ERROR(txn.Commit().Context("reclaim session " + id_));
+  CloseLock();
+  return Status::OK();
+}
+
+}  // namespace hookfs

@@ -1,0 +1,299 @@
+// hookctl: build, inspect and apply packs; show the ledger (DESIGN.md §3).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "hookfs/apply.h"
+#include "hookfs/hash.h"
+#include "hookfs/ledger.h"
+#include "hookfs/pack.h"
+#include "hookfs/store.h"
+#include "packer.h"
+
+namespace hookfs {
+namespace {
+
+using nlohmann::json;
+
+// Exit codes: 0 success, 1 the pack or request was refused, 2 could not run.
+constexpr int kRefused = 1;
+constexpr int kFailed = 2;
+
+int Fail(const Status& st) {
+  std::fprintf(stderr, "hookctl: %s\n", st.ToString().c_str());
+  return st.Is(Code::kMalformed) || st.Is(Code::kInvalidArgument) || st.Is(Code::kNotFound) ? kRefused : kFailed;
+}
+
+Result<std::unique_ptr<Store>> OpenStore(const std::string& dir, bool create) {
+  StoreOptions o;
+  o.dir = dir.empty() ? Store::DefaultDir() : dir;
+  o.create_if_missing = create;
+  return Store::Open(o);
+}
+
+int CmdPack(const std::string& dir, PackOptions o, const std::string& against, std::string out) {
+  if (out.empty()) {
+    if (::isatty(STDOUT_FILENO))
+      return Fail(Status::InvalidArgument("refusing to write a binary pack to a terminal; use -o FILE or redirect"));
+    out = "-";
+  }
+  if (!against.empty()) {
+    struct stat st;
+    if (::stat((against + "/objects/trees").c_str(), &st) != 0)
+      return Fail(Status::InvalidArgument("--against " + against + ": not a mounted hookfs (no objects/trees)"));
+    o.has = MountHas(against);
+  }
+  if (const char* sde = std::getenv("SOURCE_DATE_EPOCH"); sde && *sde) o.created_at = std::atoll(sde);
+  else o.created_at = NowMs() / 1000;
+  o.progress = ::isatty(STDERR_FILENO);
+  int fd = STDOUT_FILENO;
+  std::string tmp;
+  if (out != "-") {
+    tmp = out + ".tmp";
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return Fail(Status::FromErrno(errno, "create " + tmp));
+  }
+  FdSink sink(fd, out == "-" ? "stdout" : tmp);
+  auto stats = BuildPack(dir, o, &sink);
+  Status st = stats.ok() ? sink.Flush() : stats.status();
+  if (out != "-") {
+    if (st.ok() && ::fsync(fd) != 0) st = Status::FromErrno(errno, "fsync " + tmp);
+    ::close(fd);
+    if (st.ok() && ::rename(tmp.c_str(), out.c_str()) != 0) st = Status::FromErrno(errno, "rename to " + out);
+    if (!st.ok()) ::unlink(tmp.c_str());
+  }
+  if (!st.ok()) return Fail(st);
+  std::FILE* info = out == "-" ? stderr : stdout;
+  std::fprintf(info, "%s\n", stats->digest.Hex().c_str());
+  std::fprintf(stderr, "%s: %llu files, %llu bytes; packed %llu blobs and %llu trees%s\n", o.hook.c_str(),
+               (unsigned long long)stats->files, (unsigned long long)stats->bytes,
+               (unsigned long long)stats->blobs_written, (unsigned long long)stats->trees_written,
+               o.has ? (", omitted " + std::to_string(stats->blobs_omitted) + " blobs and " +
+                        std::to_string(stats->trees_omitted) + " trees the store has").c_str()
+                     : "");
+  return 0;
+}
+
+// Prints every record, recomputing each id the pack declares.
+class InspectVisitor : public PackVisitor {
+ public:
+  int bad = 0;
+  Status OnHook(const HookDecl& d) override {
+    std::printf("hook     %s%s\n", d.name.c_str(), d.feature.empty() ? "" : (" feature=" + d.feature).c_str());
+    return Status::OK();
+  }
+  Status OnBlobBegin(const ObjectId& id, uint64_t size, uint64_t) override {
+    declared_ = id;
+    size_ = size;
+    return Status::OK();
+  }
+  Status OnBlobData(const void* p, size_t n) override {
+    sha_.Update(p, n);
+    return Status::OK();
+  }
+  Status OnBlobEnd() override {
+    ObjectId got = sha_.Finish();
+    bool ok = got == declared_;
+    bad += !ok;
+    std::printf("blob     %s %12llu%s\n", declared_.Hex().c_str(), (unsigned long long)size_,
+                ok ? "" : ("  MISMATCH: hashes to " + got.Hex()).c_str());
+    return Status::OK();
+  }
+  Status OnTree(const ObjectId& id, std::string_view enc, uint64_t) override {
+    ObjectId got = Sha256::Of(enc);
+    auto t = DecodeTree(enc);
+    std::string problem = !t.ok() ? "  NOT CANONICAL: " + t.status().message()
+                          : got != id ? "  MISMATCH: hashes to " + got.Hex() : "";
+    bad += !problem.empty();
+    std::printf("tree     %s %6zu entries%s\n", id.Hex().c_str(), t.ok() ? t->entries.size() : size_t(0),
+                problem.c_str());
+    return Status::OK();
+  }
+  Status OnRelease(const ReleaseRecord& r) override {
+    std::printf("release  %s digest=%s%s created_at=%s source_ref=%s message=%s\n", r.hook.c_str(),
+                r.root.Hex().c_str(), r.no_advance ? " no-advance" : "", FormatTime(r.created_at).c_str(),
+                json(r.source_ref).dump().c_str(), json(r.message).dump().c_str());
+    return Status::OK();
+  }
+
+ private:
+  Sha256 sha_;
+  ObjectId declared_;
+  uint64_t size_ = 0;
+};
+
+int CmdInspect(const std::string& file) {
+  int fd = file == "-" ? STDIN_FILENO : ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Fail(Status::FromErrno(errno, "open " + file));
+  InspectVisitor v;
+  auto sum = ScanPack(fd, &v);
+  if (fd != STDIN_FILENO) ::close(fd);
+  if (!sum.ok()) return Fail(sum.status());
+  std::printf("format   %u, %llu records, %llu bytes, trailer ok\n", sum->format_version,
+              (unsigned long long)sum->records, (unsigned long long)sum->bytes);
+  if (v.bad) {
+    std::fprintf(stderr, "hookctl: %d object(s) do not hash to their declared id\n", v.bad);
+    return kRefused;
+  }
+  return 0;
+}
+
+int CmdApply(const std::string& store_dir, const std::string& file) {
+  auto store = OpenStore(store_dir, true);
+  if (!store.ok()) return Fail(store.status());
+  Ledger ledger(store->get());
+  std::string path = file;
+  int spool = -1;
+  std::string spool_path;
+  if (file == "-") {
+    // A pipe is spooled to the store's staging area first: apply reads blobs
+    // more than once and in parallel.
+    spool_path = "stdin-" + std::to_string(::getpid()) + ".pack";
+    auto fd = (*store)->CreateStagingFile(spool_path);
+    if (!fd.ok()) return Fail(fd.status());
+    spool = *fd;
+    spool_path = (*store)->staging_dir() + "/" + spool_path;
+    std::vector<char> buf(1 << 20);
+    for (;;) {
+      ssize_t r = ::read(STDIN_FILENO, buf.data(), buf.size());
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return Fail(Status::FromErrno(errno, "read stdin"));
+      if (r == 0) break;
+      if (::write(spool, buf.data(), size_t(r)) != r) {
+        Status st = Status::FromErrno(errno, "write " + spool_path);
+        ::unlink(spool_path.c_str());
+        return Fail(st);
+      }
+    }
+    path = spool_path;
+  }
+  ApplyOptions opts;
+  opts.pack_name = file == "-" ? "stdin" : file.substr(file.rfind('/') + 1);
+  ApplyReport report = ApplyPackFile(&ledger, path, opts);
+  if (spool >= 0) {
+    ::unlink(spool_path.c_str());
+    ::close(spool);
+  }
+  std::cout << report.ToJson().dump(2) << std::endl;
+  Status verdict = report.Verdict();
+  if (!verdict.ok()) {
+    std::fprintf(stderr, "hookctl: %s\n", verdict.ToString().c_str());
+    return verdict.Is(Code::kMalformed) ? kRefused : kFailed;
+  }
+  return 0;
+}
+
+int CmdShow(const std::string& store_dir, const std::string& what) {
+  auto store = OpenStore(store_dir, false);
+  if (!store.ok()) return Fail(store.status());
+  Ledger ledger(store->get());
+  auto print = [](const json& j) { std::cout << j.dump(2) << std::endl; };
+  if (what.empty()) {
+    auto hooks = ledger.ListHooks();
+    if (!hooks.ok()) return Fail(hooks.status());
+    json out = json::array();
+    for (const HookInfo& h : *hooks) {
+      json j = ToJson(h);
+      auto live = ledger.GetLive(h.name);
+      auto rels = ledger.ListReleases(h.name);
+      if (!live.ok()) return Fail(live.status());
+      if (!rels.ok()) return Fail(rels.status());
+      j["live"] = *live ? json(**live) : json(nullptr);
+      j["releases"] = rels->size();
+      out.push_back(j);
+    }
+    print(out);
+    return 0;
+  }
+  std::string hook = what;
+  uint32_t version = 0;
+  if (auto slash = what.find('/'); slash != std::string::npos) {
+    hook = what.substr(0, slash);
+    char* end = nullptr;
+    unsigned long v = std::strtoul(what.c_str() + slash + 1, &end, 10);
+    if (*end || v == 0 || v > 0xffffffffu) return Fail(Status::InvalidArgument("bad release '" + what + "': want HOOK/N"));
+    version = uint32_t(v);
+  }
+  if (version) {
+    auto r = ledger.GetRelease(hook, version);
+    if (!r.ok()) return Fail(r.status());
+    print(ToJson(*r));
+    return 0;
+  }
+  auto h = ledger.GetHook(hook);
+  if (!h.ok()) return Fail(h.status());
+  json j = ToJson(*h);
+  auto live = ledger.GetLive(hook);
+  auto tags = ledger.ListTags(hook);
+  auto rels = ledger.ListReleases(hook);
+  auto hist = ledger.History(hook);
+  auto runs = ledger.ListRuns(hook);
+  for (const Status* st : {&live.status(), &tags.status(), &rels.status(), &hist.status(), &runs.status()})
+    if (!st->ok()) return Fail(*st);
+  j["live"] = *live ? json(**live) : json(nullptr);
+  j["tags"] = *tags;
+  j["releases"] = json::array();
+  for (const auto& r : *rels) j["releases"].push_back(ToJson(r));
+  j["history"] = json::array();
+  for (const auto& m : *hist) j["history"].push_back(ToJson(m));
+  j["runs"] = json::array();
+  for (const auto& r : *runs) j["runs"].push_back(ToJson(r));
+  print(j);
+  return 0;
+}
+
+}  // namespace
+}  // namespace hookfs
+
+int main(int argc, char** argv) {
+  using namespace hookfs;
+  spdlog::set_default_logger(spdlog::stderr_logger_mt("hookctl"));
+  spdlog::set_pattern("hookctl: %v");
+  CLI::App app{"hookctl: build, inspect and apply hookfs packs; show the ledger"};
+  app.require_subcommand(1);
+  const std::string store_help = "store directory (default: $HOOKFS_STORE, else /var/lib/hookfs as root, else "
+                                 "${XDG_DATA_HOME:-~/.local/share}/hookfs)";
+
+  PackOptions po;
+  std::string pack_dir, against, out;
+  auto* pack = app.add_subcommand("pack", "build a pack from a directory; prints the release digest");
+  pack->add_option("--hook", po.hook, "hook name")->required();
+  pack->add_option("--feature", po.feature, "the hook's output contract");
+  pack->add_option("--source-ref", po.source_ref, "where the content came from (commit, tag, URL)");
+  pack->add_option("--message", po.message, "a note for humans");
+  pack->add_flag("--no-advance", po.no_advance, "do not move live to the new release");
+  pack->add_option("--against", against, "mounted hookfs: omit objects it already has (thin pack)");
+  pack->add_option("-o,--output", out, "output file, or - for stdout (default: stdout when it is not a terminal)");
+  pack->add_option("DIR", pack_dir, "directory to pack")->required();
+
+  std::string inspect_file;
+  auto* inspect = app.add_subcommand("inspect", "list a pack's hooks, objects, releases and digests, verifying each id");
+  inspect->add_option("FILE", inspect_file, "pack file, or -")->required();
+
+  std::string store_dir, apply_file;
+  auto* apply = app.add_subcommand("apply", "apply a pack offline (same semantics as incoming/)");
+  apply->add_option("--store", store_dir, store_help);
+  apply->add_option("FILE", apply_file, "pack file, or -")->required();
+
+  std::string show_what;
+  auto* show = app.add_subcommand("show", "hooks, releases, pointers, runs from the ledger");
+  show->add_option("--store", store_dir, store_help);
+  show->add_option("WHAT", show_what, "HOOK or HOOK/N (default: all hooks)");
+
+  CLI11_PARSE(app, argc, argv);
+  if (*pack) return CmdPack(pack_dir, po, against, out);
+  if (*inspect) return CmdInspect(inspect_file);
+  if (*apply) return CmdApply(store_dir, apply_file);
+  if (*show) return CmdShow(store_dir, show_what);
+  return 2;
+}
