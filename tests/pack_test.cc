@@ -1,0 +1,260 @@
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include <gtest/gtest.h>
+
+#include "hookfs/hash.h"
+#include "hookfs/pack.h"
+#include "packer.h"
+#include "test_util.h"
+
+namespace hookfs {
+namespace {
+
+using test::TempDir;
+
+struct Recorder : PackVisitor {
+  std::vector<std::string> lines;
+  Sha256 sha;
+  Status OnHook(const HookDecl& d) override {
+    lines.push_back("hook " + d.name + " " + d.feature);
+    return Status::OK();
+  }
+  Status OnBlobBegin(const ObjectId& id, uint64_t size, uint64_t) override {
+    lines.push_back("blob " + id.Hex() + " " + std::to_string(size));
+    return Status::OK();
+  }
+  Status OnBlobData(const void* p, size_t n) override {
+    sha.Update(p, n);
+    return Status::OK();
+  }
+  Status OnBlobEnd() override {
+    lines.push_back("data " + sha.Finish().Hex());
+    return Status::OK();
+  }
+  Status OnTree(const ObjectId& id, std::string_view enc, uint64_t) override {
+    lines.push_back("tree " + id.Hex() + " " + Sha256::Of(enc).Hex());
+    return Status::OK();
+  }
+  Status OnRelease(const ReleaseRecord& r) override {
+    lines.push_back("release " + r.hook + " " + r.root.Hex() + (r.no_advance ? " no-advance" : ""));
+    return Status::OK();
+  }
+};
+
+Result<PackSummary> ScanBytes(const std::string& bytes, Recorder* rec, TempDir& dir) {
+  test::WriteFile(dir / "p.pack", bytes);
+  int fd = ::open((dir / "p.pack").c_str(), O_RDONLY);
+  auto r = ScanPack(fd, rec);
+  ::close(fd);
+  return r;
+}
+
+test::PackSpec SmallSpec() {
+  test::PackSpec spec;
+  spec.hooks.push_back({"app", "shell"});
+  ObjectId a = spec.Blob("hello\n");
+  spec.Blob(std::string(3 * kChunkSize + 17, 'z'));
+  ObjectId sub = spec.AddTree({test::File("a.txt", "hello\n")});
+  ObjectId root = spec.AddTree({test::Dir("sub", sub), test::File("big", std::string(3 * kChunkSize + 17, 'z')),
+                                test::Link("l", "sub/a.txt")});
+  (void)a;
+  spec.Release("app", root);
+  return spec;
+}
+
+TEST(Pack, WriterAndScannerAgreeOnEveryRecord) {
+  TempDir dir;
+  Recorder rec;
+  auto sum = ScanBytes(SmallSpec().Bytes(), &rec, dir);
+  ASSERT_TRUE(sum.ok()) << sum.status().ToString();
+  EXPECT_EQ(sum->format_version, 1u);
+  EXPECT_EQ(sum->records, 6u);
+  ASSERT_EQ(rec.lines.size(), 8u);
+  EXPECT_EQ(rec.lines[0], "hook app shell");
+  EXPECT_EQ(rec.lines[1], "blob " + Sha256::Of("hello\n").Hex() + " 6");
+  EXPECT_EQ(rec.lines[2], "data " + Sha256::Of("hello\n").Hex());
+  EXPECT_EQ(rec.lines[4], "data " + Sha256::Of(std::string(3 * kChunkSize + 17, 'z')).Hex());
+}
+
+TEST(Pack, EveryTruncationIsMalformed) {
+  TempDir dir;
+  std::string bytes = SmallSpec().Bytes();
+  // Every prefix of the pack, including cuts inside blob data and the trailer.
+  for (size_t len = 0; len < bytes.size(); len += (len < 2000 || len > bytes.size() - 2000) ? 1 : 4099) {
+    Recorder rec;
+    auto sum = ScanBytes(bytes.substr(0, len), &rec, dir);
+    ASSERT_FALSE(sum.ok()) << "prefix of " << len << " bytes accepted";
+    EXPECT_TRUE(sum.status().Is(Code::kMalformed)) << len << ": " << sum.status().ToString();
+  }
+}
+
+TEST(Pack, FlippedByteAnywhereIsCaught) {
+  TempDir dir;
+  std::string bytes = SmallSpec().Bytes();
+  for (size_t pos = 0; pos < bytes.size(); pos += 97) {
+    std::string bad = bytes;
+    bad[pos] ^= 0x40;
+    Recorder rec;
+    auto sum = ScanBytes(bad, &rec, dir);
+    EXPECT_FALSE(sum.ok()) << "flip at " << pos << " accepted";
+  }
+}
+
+TEST(Pack, BadTrailerTrailingBytesAndCount) {
+  TempDir dir;
+  std::string bytes = SmallSpec().Bytes();
+  Recorder rec;
+  std::string bad = bytes;
+  bad.back() ^= 1;
+  auto s1 = ScanBytes(bad, &rec, dir);
+  EXPECT_TRUE(s1.status().Is(Code::kMalformed));
+  EXPECT_NE(s1.status().message().find("trailer"), std::string::npos) << s1.status().ToString();
+  auto s2 = ScanBytes(bytes + "x", &rec, dir);
+  EXPECT_TRUE(s2.status().Is(Code::kMalformed));
+  EXPECT_NE(s2.status().message().find("after the pack trailer"), std::string::npos);
+}
+
+TEST(Pack, UnknownFormatVersionNamesBothVersions) {
+  TempDir dir;
+  std::string bytes = SmallSpec().Bytes();
+  bytes[8] = 7;
+  Recorder rec;
+  auto sum = ScanBytes(bytes, &rec, dir);
+  ASSERT_TRUE(sum.status().Is(Code::kUnsupported)) << sum.status().ToString();
+  EXPECT_NE(sum.status().message().find("version 7"), std::string::npos) << sum.status().message();
+  EXPECT_NE(sum.status().message().find("version 1"), std::string::npos) << sum.status().message();
+  EXPECT_TRUE(rec.lines.empty());
+}
+
+TEST(Pack, NotAPack) {
+  TempDir dir;
+  Recorder rec;
+  auto sum = ScanBytes("#!/bin/sh\necho this is not a pack\n", &rec, dir);
+  EXPECT_TRUE(sum.status().Is(Code::kMalformed));
+  EXPECT_NE(sum.status().message().find("magic"), std::string::npos);
+}
+
+TEST(Pack, BlobDeclaringMoreBytesThanThePackHolds) {
+  TempDir dir;
+  StringSink sink;
+  PackWriter w(&sink);
+  ASSERT_TRUE(w.AddHook({"app", ""}).ok());
+  ASSERT_TRUE(w.BeginBlob(Sha256::Of("abc"), 1 << 20).ok());
+  ASSERT_TRUE(w.BlobData("abc", 3).ok());
+  // Writer refuses to finish a short blob...
+  EXPECT_FALSE(w.Finish().ok());
+  // ...and a hand-made one that claims more than follows is malformed.
+  Recorder rec;
+  auto sum = ScanBytes(sink.out + std::string(30, '\0'), &rec, dir);
+  EXPECT_TRUE(sum.status().Is(Code::kMalformed)) << sum.status().ToString();
+}
+
+TEST(Pack, RecordsRefuseBadFields) {
+  EXPECT_FALSE(DecodeHookDecl(EncodeHookDecl({"Bad Name", ""})).ok());
+  EXPECT_FALSE(DecodeHookDecl(EncodeHookDecl({"ok", "bad feature!"})).ok());
+  ReleaseRecord r = test::MakeRelease("app", Sha256::Of("x"));
+  auto enc = EncodeRelease(r);
+  auto dec = DecodeRelease(enc);
+  ASSERT_TRUE(dec.ok());
+  EXPECT_EQ(dec->source_ref, "git:abc123");
+  EXPECT_FALSE(DecodeRelease(enc + "x").ok());
+  enc[1 + 3 + 32] = 2;  // unknown flag bit
+  EXPECT_FALSE(DecodeRelease(enc).ok());
+}
+
+// The golden pack pins the format: if the writer changes a byte, this fails.
+// HOOKFS_UPDATE_GOLDEN=1 rewrites it (only for a deliberate format change).
+void MakeGoldenTree(const std::string& root) {
+  test::WriteFile(root + "/bin/run", "#!/bin/sh\necho hello\n", 0755);
+  test::WriteFile(root + "/etc/app.conf", "name = golden\n", 0644);
+  test::WriteFile(root + "/dup.txt", "name = golden\n", 0644);
+  test::WriteFile(root + "/name with space.txt", "spaces\n", 0644);
+  test::WriteFile(root + "/\xc3\xbc" "n\xc3\xaf" "code.txt", "utf-8\n", 0644);
+  test::WriteFile(root + "/zero", "", 0644);
+  std::filesystem::create_directories(root + "/empty");
+  std::filesystem::create_symlink("bin/run", root + "/link");
+}
+
+TEST(Pack, GoldenPackIsReproducedByteForByte) {
+  TempDir dir;
+  MakeGoldenTree(dir / "src");
+  PackOptions o;
+  o.hook = "golden";
+  o.feature = "shell";
+  o.source_ref = "git:0123abcd";
+  o.message = "golden pack";
+  o.created_at = 1767225600;  // 2026-01-01T00:00:00Z
+  StringSink sink;
+  auto stats = BuildPack(dir / "src", o, &sink);
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  const std::string golden = std::string(HOOKFS_GOLDEN_DIR) + "/sample.pack";
+  if (std::getenv("HOOKFS_UPDATE_GOLDEN")) test::WriteFile(golden, sink.out);
+  EXPECT_EQ(sink.out, test::ReadFile(golden)) << "the pack writer no longer produces tests/golden/sample.pack";
+  EXPECT_EQ(stats->digest.Hex(), "da7868de09764f35e3d85e5612cd5828fd192c1d77b4880f4ebeb544a3bb99f2")
+      << "release digest of the golden tree changed";
+  EXPECT_EQ(stats->files, 6u);
+  EXPECT_EQ(stats->blobs_written, 5u);  // dup.txt shares etc/app.conf's blob
+
+  // The ids in the pack are the documented ones (tests/golden/sample.ids).
+  Recorder rec;
+  int fd = ::open(golden.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  auto sum = ScanPack(fd, &rec);
+  ::close(fd);
+  ASSERT_TRUE(sum.ok()) << sum.status().ToString();
+  std::string listing;
+  for (const auto& l : rec.lines) listing += l + "\n";
+  if (std::getenv("HOOKFS_UPDATE_GOLDEN")) test::WriteFile(std::string(HOOKFS_GOLDEN_DIR) + "/sample.ids", listing);
+  EXPECT_EQ(listing, test::ReadFile(std::string(HOOKFS_GOLDEN_DIR) + "/sample.ids"));
+  // A blob id is exactly sha256sum of the content: the empty file's is well known.
+  EXPECT_NE(listing.find("blob e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 0"),
+            std::string::npos);
+}
+
+TEST(Pack, DigestDependsOnContentOnlyNotOnClientFields) {
+  TempDir dir;
+  MakeGoldenTree(dir / "src");
+  PackOptions a, b;
+  a.hook = b.hook = "h";
+  a.created_at = 1;
+  b.created_at = 999999;
+  a.source_ref = "one";
+  b.source_ref = "two";
+  a.message = "first";
+  b.message = "second";
+  b.no_advance = true;
+  StringSink sa, sb;
+  auto ra = BuildPack(dir / "src", a, &sa);
+  auto rb = BuildPack(dir / "src", b, &sb);
+  ASSERT_TRUE(ra.ok() && rb.ok());
+  EXPECT_EQ(ra->digest, rb->digest);
+  EXPECT_NE(sa.out, sb.out);
+  // A content change does change it.
+  test::WriteFile(dir / "src/zero", "now one byte: x");
+  StringSink sc;
+  auto rc = BuildPack(dir / "src", a, &sc);
+  ASSERT_TRUE(rc.ok());
+  EXPECT_NE(rc->digest, ra->digest);
+}
+
+TEST(Pack, PackerRefusesSpecialFilesAndBadHookNames) {
+  TempDir dir;
+  test::WriteFile(dir / "src/a", "a");
+  ASSERT_EQ(::mkfifo((dir / "src/fifo").c_str(), 0644), 0);
+  PackOptions o;
+  o.hook = "h";
+  StringSink s;
+  auto r = BuildPack(dir / "src", o, &s);
+  EXPECT_TRUE(r.status().Is(Code::kInvalidArgument)) << r.status().ToString();
+  o.hook = "Not-Valid";
+  ::unlink((dir / "src/fifo").c_str());
+  EXPECT_TRUE(BuildPack(dir / "src", o, &s).status().Is(Code::kInvalidArgument));
+}
+
+}  // namespace
+}  // namespace hookfs
