@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages hookfs builds, tests and benchmarks with.
+# Idempotent; needs root (apt-get). docs/dependencies.md says why each is here.
+set -euo pipefail
+pkgs=(
+  cmake g++ make pkg-config                      # build
+  liblmdb-dev libfuse3-dev fuse3 libssl-dev libxxhash-dev
+  libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libsystemd-dev
+  libgtest-dev libgmock-dev                      # tests
+  attr rsync bc passwd util-linux                # tools the mount tests drive
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
