@@ -1,0 +1,246 @@
+#!/usr/bin/python3
+"""Independent writer for the hookfs pack format, version 1.
+
+Written from docs/pack-format.md alone (no C++ sources consulted), to check
+that the document is a sufficient contract.
+
+    packwriter.py --hook NAME [--feature F] [--source-ref R] [--message M]
+                  [--created-at N] [--no-advance] [--poison] DIR OUT
+
+Prints the release digest (the id of DIR's root tree) on stdout.
+
+--poison writes the data of one (non-empty) blob with one byte flipped while
+keeping its declared id, size and a correct trailer: the pack is well framed
+but the store must reject the release that reaches that blob.
+
+Record order (the document only says "hook declaration, then blobs, then
+trees (children before parents), then the release"; the finer order below is
+what tests/golden/sample.ids shows):
+  - blobs in order of first appearance in a depth-first walk of the tree,
+    entries visited in their canonical (byte-sorted) order, each id once;
+  - trees in post-order of the same walk (a directory's subtrees, in entry
+    order, before the directory itself), each id once.
+"""
+
+import argparse
+import hashlib
+import os
+import re
+import stat
+import struct
+import sys
+import time
+
+import xxhash
+
+MAGIC = b"HOOKPACK"
+FORMAT_VERSION = 1
+
+T_FILE, T_EXEC, T_SYMLINK, T_DIR = 1, 2, 3, 4
+R_END, R_HOOK, R_BLOB, R_TREE, R_RELEASE = 0x00, 0x01, 0x02, 0x03, 0x04
+
+MAX_BLOB = 1 << 40
+MAX_TREE = 16 * 1024 * 1024
+MAX_ENTRIES = 100000
+MAX_BODY = 65536
+MAX_RECORDS = 4194304
+MAX_DEPTH = 64
+MAX_SOURCE_REF = 1024
+MAX_MESSAGE = 4096
+
+HOOK_RE = re.compile(rb"\A[a-z0-9][a-z0-9._-]{0,63}\Z")
+FEATURE_RE = re.compile(rb"\A[A-Za-z0-9][A-Za-z0-9._:/+-]{0,63}\Z")
+
+CHUNK = 1 << 20
+
+
+class PackError(Exception):
+    pass
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(CHUNK)
+            if not b:
+                break
+            h.update(b)
+            size += len(b)
+    return h.digest(), size
+
+
+class Builder:
+    def __init__(self):
+        self.blobs = []        # [(id, size, path)] in first-appearance order
+        self.blob_ids = set()
+        self.trees = []        # [(id, tree_bytes)] post-order
+        self.tree_ids = set()
+
+    def check_name(self, name, where):
+        if not (1 <= len(name) <= 255) or name in (b".", b"..") \
+                or b"/" in name or b"\0" in name:
+            raise PackError("invalid entry name %r in %s" % (name, where))
+
+    def tree(self, path, depth):
+        """Encode directory PATH; returns its id. depth: levels below root."""
+        if depth > MAX_DEPTH:
+            raise PackError("%s: nested more than %d levels below the root"
+                            % (os.fsdecode(path), MAX_DEPTH))
+        names = sorted(os.listdir(path))  # bytes: sorted as unsigned bytes
+        if len(names) > MAX_ENTRIES:
+            raise PackError("%s: more than %d entries" % (os.fsdecode(path), MAX_ENTRIES))
+        out = [struct.pack("<I", len(names))]
+        for name in names:
+            self.check_name(name, os.fsdecode(path))
+            full = os.path.join(path, name)
+            st = os.lstat(full)
+            m = st.st_mode
+            if stat.S_ISLNK(m):
+                target = os.readlink(full)
+                if not (1 <= len(target) <= 4095) or b"\0" in target:
+                    raise PackError("%s: bad symlink target" % os.fsdecode(full))
+                out.append(struct.pack("<BB", T_SYMLINK, len(name)) + name
+                           + struct.pack("<H", len(target)) + target)
+            elif stat.S_ISDIR(m):
+                sub = self.tree(full, depth + 1)
+                out.append(struct.pack("<BB", T_DIR, len(name)) + name + sub)
+            elif stat.S_ISREG(m):
+                bid, size = sha256_file(full)
+                if size > MAX_BLOB:
+                    raise PackError("%s: larger than 2^40 bytes" % os.fsdecode(full))
+                if bid not in self.blob_ids:
+                    self.blob_ids.add(bid)
+                    self.blobs.append((bid, size, full))
+                typ = T_EXEC if (m & 0o111) else T_FILE
+                out.append(struct.pack("<BB", typ, len(name)) + name
+                           + bid + struct.pack("<Q", size))
+            else:
+                raise PackError("%s: unsupported file type" % os.fsdecode(full))
+        data = b"".join(out)
+        if len(data) > MAX_TREE:
+            raise PackError("%s: encoded tree larger than 16 MiB" % os.fsdecode(path))
+        tid = hashlib.sha256(data).digest()
+        if tid not in self.tree_ids:
+            self.tree_ids.add(tid)
+            self.trees.append((tid, data))
+        return tid
+
+
+class HashingWriter:
+    def __init__(self, f):
+        self.f = f
+        self.h = xxhash.xxh3_128(seed=0)
+
+    def write(self, b):
+        self.h.update(b)
+        self.f.write(b)
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description="write a hookfs v1 pack from a directory")
+    ap.add_argument("--hook", required=True)
+    ap.add_argument("--feature", default="")
+    ap.add_argument("--source-ref", default="")
+    ap.add_argument("--message", default="")
+    ap.add_argument("--created-at", type=int, default=None)
+    ap.add_argument("--no-advance", action="store_true")
+    ap.add_argument("--poison", action="store_true")
+    ap.add_argument("dir")
+    ap.add_argument("out")
+    a = ap.parse_args(argv)
+
+    hook = os.fsencode(a.hook)
+    feature = os.fsencode(a.feature)
+    source_ref = os.fsencode(a.source_ref)
+    message = os.fsencode(a.message)
+    created_at = int(time.time()) if a.created_at is None else a.created_at
+
+    if not HOOK_RE.match(hook):
+        raise PackError("invalid hook name %r" % a.hook)
+    if feature and not FEATURE_RE.match(feature):
+        raise PackError("invalid feature %r" % a.feature)
+    if len(source_ref) > MAX_SOURCE_REF:
+        raise PackError("source_ref longer than %d bytes" % MAX_SOURCE_REF)
+    if len(message) > MAX_MESSAGE:
+        raise PackError("message longer than %d bytes" % MAX_MESSAGE)
+    if not -(1 << 63) <= created_at < (1 << 63):
+        raise PackError("created_at out of i64 range")
+
+    root_dir = os.fsencode(a.dir)
+    if not os.path.isdir(root_dir):
+        raise PackError("%s is not a directory" % a.dir)
+
+    b = Builder()
+    root = b.tree(root_dir, 0)
+
+    poison_id = None
+    if a.poison:
+        for bid, size, _ in b.blobs:
+            if size > 0:
+                poison_id = bid
+                break
+        if poison_id is None:
+            raise PackError("--poison needs at least one non-empty file")
+
+    hook_decl = struct.pack("<B", len(hook)) + hook + struct.pack("<B", len(feature)) + feature
+    release_rec = (struct.pack("<B", len(hook)) + hook + root
+                   + struct.pack("<B", 1 if a.no_advance else 0)
+                   + struct.pack("<q", created_at)
+                   + struct.pack("<H", len(source_ref)) + source_ref
+                   + struct.pack("<H", len(message)) + message)
+    assert len(hook_decl) <= MAX_BODY and len(release_rec) <= MAX_BODY
+
+    count = 1 + len(b.blobs) + len(b.trees) + 1
+    if count > MAX_RECORDS:
+        raise PackError("more than %d records" % MAX_RECORDS)
+
+    tmp = a.out + ".tmp%d" % os.getpid()
+    try:
+        with open(tmp, "wb") as f:
+            w = HashingWriter(f)
+            w.write(MAGIC + struct.pack("<II", FORMAT_VERSION, 0))
+            w.write(struct.pack("<BI", R_HOOK, len(hook_decl)) + hook_decl)
+            for bid, size, path in b.blobs:
+                w.write(struct.pack("<B", R_BLOB) + bid + struct.pack("<Q", size))
+                written = 0
+                first = True
+                with open(path, "rb") as src:
+                    while True:
+                        chunk = src.read(CHUNK)
+                        if not chunk:
+                            break
+                        if bid == poison_id and first:
+                            chunk = bytes([chunk[0] ^ 0x01]) + chunk[1:]
+                        first = False
+                        w.write(chunk)
+                        written += len(chunk)
+                if written != size:
+                    raise PackError("%s changed while packing" % os.fsdecode(path))
+            for tid, data in b.trees:
+                w.write(struct.pack("<B", R_TREE) + tid + struct.pack("<I", len(data)) + data)
+            w.write(struct.pack("<BI", R_RELEASE, len(release_rec)) + release_rec)
+            w.write(struct.pack("<B", R_END))
+            w.write(struct.pack("<Q", count))
+            # python-xxhash's digest() is the canonical form: high 64 bits
+            # big-endian, then low 64 bits big-endian.
+            f.write(w.h.digest())
+        os.replace(tmp, a.out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+    print(root.hex())
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except (PackError, OSError) as e:
+        print("packwriter: %s" % e, file=sys.stderr)
+        sys.exit(1)
