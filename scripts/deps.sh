@@ -8,6 +8,7 @@ pkgs=(
   libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libsystemd-dev
   libgtest-dev libgmock-dev                      # tests
   attr rsync bc passwd util-linux                # tools the mount tests drive
+  python3 python3-xxhash                         # tests/spec: the independent pack writer
 )
 missing=()
 for p in "${pkgs[@]}"; do

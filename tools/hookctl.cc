@@ -10,6 +10,7 @@
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <spdlog/cfg/env.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -259,6 +260,7 @@ int main(int argc, char** argv) {
   using namespace hookfs;
   spdlog::set_default_logger(spdlog::stderr_logger_mt("hookctl"));
   spdlog::set_pattern("hookctl: %v");
+  spdlog::cfg::load_env_levels();  // SPDLOG_LEVEL=debug shows apply's phase timings
   CLI::App app{"hookctl: build, inspect and apply hookfs packs; show the ledger"};
   app.require_subcommand(1);
   const std::string store_help = "store directory (default: $HOOKFS_STORE, else /var/lib/hookfs as root, else "

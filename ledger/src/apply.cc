@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -253,7 +254,12 @@ Status Applier::Stats(const ReadView& view, const ObjectId& id, uint64_t* files,
   return Status::OK();
 }
 
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
 Status Applier::Run(int fd) {
+  auto t0 = std::chrono::steady_clock::now();
   ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   // Phase 1: scan. Nothing is trusted or written until the trailer checks.
   auto summary = ScanPack(fd, &ix_);
@@ -264,6 +270,8 @@ Status Applier::Run(int fd) {
   for (const ReleaseRecord& r : ix_.releases)
     if (!ix_.hooks.count(r.hook)) return Status::Malformed("release of hook '" + r.hook + "' without a hook declaration");
 
+  const double scan_s = Seconds(t0);
+  auto t1 = std::chrono::steady_clock::now();
   // Phase 2: decide, from a snapshot, without the write lock.
   std::vector<Plan> plans(ix_.releases.size());
   {
@@ -317,6 +325,8 @@ Status Applier::Run(int fd) {
     }
   }
 
+  const double verify_s = Seconds(t1);
+  auto t2 = std::chrono::steady_clock::now();
   // Phase 3: copy the blobs accepted releases need into the map, in short txns.
   auto session = ChunkSession::Begin(store_);
   if (!session.ok()) return session.status();
@@ -333,8 +343,12 @@ Status Applier::Run(int fd) {
   }
   HOOKFS_RETURN_IF_ERROR((*session)->Flush());
 
+  const double chunks_s = Seconds(t2);
+  auto t3 = std::chrono::steady_clock::now();
   // Phase 4: the one short txn that makes it all visible.
   Status st = Commit(plans, session->get());
+  spdlog::debug("apply {}: scan {:.3f}s, verify {:.3f}s, chunks {:.3f}s ({} MiB), commit {:.3f}s", report_->pack,
+                scan_s, verify_s, chunks_s, report_->bytes_written >> 20, Seconds(t3));
   if (!st.ok()) {
     report_->blobs_written = report_->trees_written = report_->bytes_written = 0;
     return st;  // ~ChunkSession reclaims
