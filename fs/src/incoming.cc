@@ -1,0 +1,328 @@
+#include "incoming.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "hookfs/tree.h"
+
+namespace hookfs::fs {
+
+namespace {
+constexpr std::string_view kResultSuffix = ".result";
+}
+
+// ---- Spool ----------------------------------------------------------------
+
+Spool::Spool(std::string path, int fd, uint64_t serial, uid_t owner, gid_t group)
+    : path_(std::move(path)), fd_(fd), serial_(serial), owner_(owner), group_(group),
+      mtime_(std::time(nullptr)) {}
+
+Result<std::shared_ptr<Spool>> Spool::Create(const std::string& staging_dir, uint64_t serial,
+                                             uid_t owner, gid_t group) {
+  std::string path = staging_dir + "/fs-spool-" + std::to_string(getpid()) + "-" +
+                     std::to_string(serial) + ".pack";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::FromErrno(errno, "create spool " + path);
+  // Held while the spool lives: a store opened by another process reclaims
+  // only staging files whose lock it can take.
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    ::close(fd);
+    ::unlink(path.c_str());
+    return Status::FromErrno(err, "lock spool " + path);
+  }
+  return std::shared_ptr<Spool>(new Spool(std::move(path), fd, serial, owner, group));
+}
+
+Spool::~Spool() {
+  ::unlink(path_.c_str());
+  ::close(fd_);
+}
+
+Status Spool::Write(const void* data, size_t n, off_t off) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t w = ::pwrite(fd_, p, n, off);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "write spool");
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+    off += w;
+  }
+  mtime_ = std::time(nullptr);
+  return Status::OK();
+}
+
+Status Spool::Truncate(off_t size) {
+  if (::ftruncate(fd_, size) != 0) return Status::FromErrno(errno, "truncate spool");
+  mtime_ = std::time(nullptr);
+  return Status::OK();
+}
+
+Result<size_t> Spool::Read(void* data, size_t n, off_t off) {
+  ssize_t r;
+  do {
+    r = ::pread(fd_, data, n, off);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return Status::FromErrno(errno, "read spool");
+  return static_cast<size_t>(r);
+}
+
+uint64_t Spool::Size() const {
+  struct stat st{};
+  if (::fstat(fd_, &st) != 0) return 0;
+  return static_cast<uint64_t>(st.st_size);
+}
+
+// ---- Incoming -------------------------------------------------------------
+
+Incoming::Incoming(Ledger* ledger, std::string staging_dir, std::string results_dir)
+    : ledger_(ledger), staging_dir_(std::move(staging_dir)), results_dir_(std::move(results_dir)) {}
+
+Status Incoming::Init() {
+  for (const std::string& d : {staging_dir_, results_dir_}) {
+    if (::mkdir(d.c_str(), 0700) != 0 && errno != EEXIST) {
+      return Status::FromErrno(errno, "mkdir " + d);
+    }
+  }
+  // Temporary result files of a previous run that died mid-write.
+  if (DIR* dir = ::opendir(results_dir_.c_str())) {
+    while (dirent* de = ::readdir(dir)) {
+      if (std::strncmp(de->d_name, ".tmp-", 5) == 0) {
+        ::unlinkat(::dirfd(dir), de->d_name, 0);
+      }
+    }
+    ::closedir(dir);
+  }
+  return Status::OK();
+}
+
+bool Incoming::IsResultName(const std::string& name) {
+  return name.size() > kResultSuffix.size() &&
+         name.compare(name.size() - kResultSuffix.size(), kResultSuffix.size(), kResultSuffix) == 0;
+}
+
+Status Incoming::ValidatePackName(const std::string& name) {
+  HOOKFS_RETURN_IF_ERROR(ValidateEntryName(name));
+  if (IsResultName(name)) {
+    return Status::InvalidArgument("'" + name + "': names ending in .result are reserved for verdicts");
+  }
+  if (name.size() + kResultSuffix.size() > Limits::kMaxNameBytes) {
+    return Status::InvalidArgument("'" + name + "': name too long for its .result");
+  }
+  return Status::OK();
+}
+
+std::shared_ptr<Spool> Incoming::Find(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = spools_.find(name);
+  return it == spools_.end() ? nullptr : it->second;
+}
+
+std::string Incoming::NameOf(const std::shared_ptr<Spool>& spool) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [name, s] : spools_) {
+    if (s == spool) return name;
+  }
+  return {};
+}
+
+Result<std::shared_ptr<Spool>> Incoming::Create(const std::string& name, bool excl, uid_t owner,
+                                                gid_t group) {
+  HOOKFS_RETURN_IF_ERROR(ValidatePackName(name));
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = spools_.find(name);
+  if (it != spools_.end() && excl) return Status::Exists("incoming/" + name + " exists");
+  auto spool = Spool::Create(staging_dir_, next_serial_++, owner, group);
+  if (!spool.ok()) return spool.status();
+  spools_[name] = *spool;
+  return spool;
+}
+
+Status Incoming::Remove(const std::string& name) {
+  std::shared_ptr<Spool> spool;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = spools_.find(name);
+    if (it == spools_.end()) return Status::NotFound("incoming/" + name);
+    spool = it->second;
+    spools_.erase(it);
+  }
+  std::lock_guard<std::mutex> lock(spool->mu);
+  spool->consumed = true;
+  return Status::OK();
+}
+
+Status Incoming::Rename(const std::string& from, const std::string& to, bool noreplace,
+                        const Actor& who) {
+  HOOKFS_RETURN_IF_ERROR(ValidatePackName(to));
+  std::shared_ptr<Spool> spool;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = spools_.find(from);
+    if (it == spools_.end()) return Status::NotFound("incoming/" + from);
+    if (from == to) return Status::OK();
+    if (noreplace && spools_.count(to)) return Status::Exists("incoming/" + to + " exists");
+    spool = it->second;
+    if (IsStaging(to)) {
+      spools_.erase(it);
+      spools_[to] = spool;
+      return Status::OK();
+    }
+  }
+  std::lock_guard<std::mutex> lock(spool->mu);
+  if (spool->consumed) return Status::NotFound("incoming/" + from);
+  spool->dirty = false;
+  return Publish(spool, to, who);
+}
+
+Status Incoming::FlushPublish(const std::shared_ptr<Spool>& spool, const std::string& name,
+                              const Actor& who) {
+  std::lock_guard<std::mutex> lock(spool->mu);
+  if (spool->consumed || !spool->dirty) return Status::OK();
+  spool->dirty = false;
+  if (name.empty() || IsStaging(name)) return Status::OK();
+  return Publish(spool, name, who);
+}
+
+// Called with spool->mu held.
+Status Incoming::Publish(const std::shared_ptr<Spool>& spool, const std::string& name,
+                         const Actor& who) {
+  ApplyOptions opts;
+  opts.actor = who;
+  opts.pack_name = name;
+  auto t0 = std::chrono::steady_clock::now();
+  ApplyReport report = ApplyPackFile(ledger_, spool->path(), opts);
+  Status verdict = report.Verdict();
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  std::string json;
+  try {
+    json = report.ToJson().dump(2) + "\n";
+  } catch (const std::exception& e) {
+    json = std::string("{\"error\": \"cannot render report\"}\n");
+    spdlog::error("incoming/{}: rendering the report: {}", name, e.what());
+  }
+  Status ws = WriteResult(name, json, who.uid);
+  if (!ws.ok()) spdlog::error("incoming/{}: writing {}.result: {}", name, name, ws.ToString());
+
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = spools_.begin(); it != spools_.end(); ++it) {
+      if (it->second == spool) {
+        spools_.erase(it);
+        break;
+      }
+    }
+  }
+  spool->consumed = true;
+  ::unlink(spool->path().c_str());  // free the space now; the fd dies with the last handle
+
+  if (verdict.ok()) {
+    spdlog::info("incoming/{}: published by uid {} in {:.2f}s", name, who.uid, secs);
+  } else {
+    spdlog::warn("incoming/{}: uid {}: {} (see incoming/{}.result)", name, who.uid,
+                 verdict.ToString(), name);
+  }
+  return verdict;
+}
+
+Status Incoming::WriteResult(const std::string& name, const std::string& json, uid_t owner) {
+  std::string tmp = results_dir_ + "/.tmp-" + std::to_string(next_serial_++);
+  std::string final_path = results_dir_ + "/" + name + std::string(kResultSuffix);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::FromErrno(errno, "create " + tmp);
+  size_t done = 0;
+  while (done < json.size()) {
+    ssize_t w = ::write(fd, json.data() + done, json.size() - done);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return Status::FromErrno(err, "write " + tmp);
+    }
+    done += static_cast<size_t>(w);
+  }
+  if (::geteuid() == 0) {
+    if (::fchown(fd, owner, static_cast<gid_t>(-1)) != 0) {
+      spdlog::debug("chown {}: {}", tmp, std::strerror(errno));
+    }
+  }
+  if (::fsync(fd) != 0) spdlog::debug("fsync {}: {}", tmp, std::strerror(errno));
+  ::close(fd);
+  if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return Status::FromErrno(err, "rename " + final_path);
+  }
+  return Status::OK();
+}
+
+Result<ResultStat> Incoming::StatResult(const std::string& name) const {
+  if (!IsResultName(name) || name.find('/') != std::string::npos || name[0] == '.') {
+    return Status::NotFound("incoming/" + name);
+  }
+  struct stat st{};
+  std::string path = results_dir_ + "/" + name;
+  if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return Status::NotFound("incoming/" + name);
+  }
+  ResultStat rs;
+  rs.size = static_cast<uint64_t>(st.st_size);
+  rs.mtime = st.st_mtime;
+  rs.ino = st.st_ino;
+  rs.uid = st.st_uid;
+  return rs;
+}
+
+Result<int> Incoming::OpenResult(const std::string& name) const {
+  if (!IsResultName(name) || name[0] == '.') return Status::NotFound("incoming/" + name);
+  std::string path = results_dir_ + "/" + name;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return Status::FromErrno(errno, "open " + path);
+  return fd;
+}
+
+Status Incoming::RemoveResult(const std::string& name) {
+  if (!IsResultName(name) || name[0] == '.') return Status::NotFound("incoming/" + name);
+  std::string path = results_dir_ + "/" + name;
+  if (::unlink(path.c_str()) != 0) return Status::FromErrno(errno, "rm " + path);
+  return Status::OK();
+}
+
+std::vector<IncomingEntry> Incoming::List() const {
+  std::vector<IncomingEntry> out;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [name, spool] : spools_) out.push_back(IncomingEntry{name, false, spool});
+  }
+  if (DIR* dir = ::opendir(results_dir_.c_str())) {
+    while (dirent* de = ::readdir(dir)) {
+      std::string n = de->d_name;
+      if (n.empty() || n[0] == '.' || !IsResultName(n)) continue;
+      out.push_back(IncomingEntry{std::move(n), true, nullptr});
+    }
+    ::closedir(dir);
+  }
+  return out;
+}
+
+size_t Incoming::active_spools() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return spools_.size();
+}
+
+}  // namespace hookfs::fs

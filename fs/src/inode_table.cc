@@ -1,0 +1,125 @@
+#include "inode_table.h"
+
+namespace hookfs::fs {
+
+const char* KindName(Kind k) {
+  switch (k) {
+    case Kind::kRoot: return "root";
+    case Kind::kHooksDir: return "hooks";
+    case Kind::kHookDir: return "hook";
+    case Kind::kHookJson: return "hook.json";
+    case Kind::kLive: return "live";
+    case Kind::kHistory: return "history";
+    case Kind::kReleasesDir: return "releases";
+    case Kind::kReleaseRoot: return "release";
+    case Kind::kReleaseJson: return "release.json";
+    case Kind::kTreeDir: return "tree-dir";
+    case Kind::kTreeFile: return "tree-file";
+    case Kind::kTreeSymlink: return "tree-symlink";
+    case Kind::kTagsDir: return "tags";
+    case Kind::kTag: return "tag";
+    case Kind::kPending: return "pending-symlink";
+    case Kind::kRunsDir: return "runs";
+    case Kind::kRunDir: return "run";
+    case Kind::kRunJson: return "run.json";
+    case Kind::kRunRelease: return "run-release";
+    case Kind::kRunResult: return "run-result";
+    case Kind::kIncomingDir: return "incoming";
+    case Kind::kSpool: return "spool";
+    case Kind::kResult: return "result";
+    case Kind::kObjectsDir: return "objects";
+    case Kind::kBlobsDir: return "blobs";
+    case Kind::kTreesDir: return "trees";
+    case Kind::kBlob: return "blob";
+    case Kind::kObjTree: return "object-tree";
+    case Kind::kJournal: return "journal";
+  }
+  return "?";
+}
+
+bool Node::IsDir() const {
+  switch (kind) {
+    case Kind::kRoot: case Kind::kHooksDir: case Kind::kHookDir: case Kind::kReleasesDir:
+    case Kind::kReleaseRoot: case Kind::kTreeDir: case Kind::kTagsDir: case Kind::kRunsDir:
+    case Kind::kRunDir: case Kind::kIncomingDir: case Kind::kObjectsDir: case Kind::kBlobsDir:
+    case Kind::kTreesDir: case Kind::kObjTree:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool Node::IsSymlink() const {
+  switch (kind) {
+    case Kind::kLive: case Kind::kTreeSymlink: case Kind::kTag: case Kind::kPending:
+    case Kind::kRunRelease:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool Node::SameAs(const Node& o) const {
+  return kind == o.kind && parent == o.parent && name == o.name && hook == o.hook &&
+         aux == o.aux && version == o.version && id == o.id && size == o.size &&
+         etype == o.etype && mtime == o.mtime && serial == o.serial;
+}
+
+InodeTable::InodeTable() {
+  auto root = std::make_shared<Node>();
+  root->kind = Kind::kRoot;
+  root->parent = FUSE_ROOT_ID;
+  nodes_[FUSE_ROOT_ID] = Slot{std::move(root), 1};
+}
+
+NodePtr InodeTable::Get(fuse_ino_t ino) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = nodes_.find(ino);
+  return it == nodes_.end() ? nullptr : it->second.node;
+}
+
+std::pair<fuse_ino_t, NodePtr> InodeTable::Bind(Node node) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto key = std::make_pair(node.parent, node.name);
+  auto nit = names_.find(key);
+  if (nit != names_.end()) {
+    auto it = nodes_.find(nit->second);
+    if (it != nodes_.end() && it->second.node->SameAs(node)) {
+      ++it->second.nlookup;
+      return {it->first, it->second.node};
+    }
+  }
+  fuse_ino_t ino = next_++;
+  auto ptr = std::make_shared<const Node>(std::move(node));
+  nodes_[ino] = Slot{ptr, 1};
+  names_[std::move(key)] = ino;
+  return {ino, ptr};
+}
+
+void InodeTable::Forget(fuse_ino_t ino, uint64_t n) {
+  if (ino == FUSE_ROOT_ID) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = nodes_.find(ino);
+  if (it == nodes_.end()) return;
+  if (it->second.nlookup > n) {
+    it->second.nlookup -= n;
+    return;
+  }
+  auto key = std::make_pair(it->second.node->parent, it->second.node->name);
+  auto nit = names_.find(key);
+  if (nit != names_.end() && nit->second == ino) names_.erase(nit);
+  nodes_.erase(it);
+}
+
+fuse_ino_t InodeTable::Find(fuse_ino_t parent, const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto nit = names_.find(std::make_pair(parent, name));
+  return nit == names_.end() ? 0 : nit->second;
+}
+
+size_t InodeTable::size() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return nodes_.size();
+}
+
+}  // namespace hookfs::fs
