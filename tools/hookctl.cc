@@ -153,37 +153,13 @@ int CmdApply(const std::string& store_dir, const std::string& file) {
   auto store = OpenStore(store_dir, true);
   if (!store.ok()) return Fail(store.status());
   Ledger ledger(store->get());
-  std::string path = file;
-  int spool = -1;
-  std::string spool_path;
-  if (file == "-") {
-    // A pipe is spooled to the store's staging area first: apply reads blobs
-    // more than once and in parallel.
-    spool_path = "stdin-" + std::to_string(::getpid()) + ".pack";
-    auto fd = (*store)->CreateStagingFile(spool_path);
-    if (!fd.ok()) return Fail(fd.status());
-    spool = *fd;
-    spool_path = (*store)->staging_dir() + "/" + spool_path;
-    std::vector<char> buf(1 << 20);
-    for (;;) {
-      ssize_t r = ::read(STDIN_FILENO, buf.data(), buf.size());
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0) return Fail(Status::FromErrno(errno, "read stdin"));
-      if (r == 0) break;
-      if (::write(spool, buf.data(), size_t(r)) != r) {
-        Status st = Status::FromErrno(errno, "write " + spool_path);
-        ::unlink(spool_path.c_str());
-        return Fail(st);
-      }
-    }
-    path = spool_path;
-  }
   ApplyOptions opts;
-  opts.pack_name = file == "-" ? "stdin" : file.substr(file.rfind('/') + 1);
-  ApplyReport report = ApplyPackFile(&ledger, path, opts);
-  if (spool >= 0) {
-    ::unlink(spool_path.c_str());
-    ::close(spool);
+  ApplyReport report;
+  if (file == "-") {
+    opts.pack_name = "stdin";
+    report = ApplyPack(&ledger, STDIN_FILENO, opts);  // streamed: read once, in order
+  } else {
+    report = ApplyPackFile(&ledger, file, opts);
   }
   std::cout << report.ToJson().dump(2) << std::endl;
   Status verdict = report.Verdict();

@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <chrono>
 #include <cerrno>
 #include <cstring>
@@ -27,12 +30,90 @@ namespace {
 struct PackBlob {
   ObjectId declared;
   uint64_t size = 0;
-  uint64_t offset = 0;  // of the data
-  bool needed = false;  // reached by a release and absent from the store
-  bool verified = false;
-  bool ok = false;
+  bool written = false;  // streamed into this session's chunks
+  bool ok = false;       // hashed to its declared id (set by the hasher)
   std::string why;
   std::vector<uint64_t> chunk_xxh3;
+};
+
+// SHA-256 of streamed blobs on a second thread, so hashing overlaps reading
+// and writing. Chunk buffers come from a bounded pool: memory stays fixed
+// however large the pack.
+class Hasher {
+ public:
+  static constexpr size_t kPoolChunks = 64;  // 16 MiB in flight at most
+
+  Hasher() : thread_([this] { Loop(); }) {
+    for (size_t i = 0; i < kPoolChunks; ++i) free_.push_back(std::make_unique<char[]>(kChunkSize));
+  }
+  ~Hasher() { Stop(); }
+
+  std::unique_ptr<char[]> Buffer() {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_free_.wait(l, [&] { return !free_.empty(); });
+    auto b = std::move(free_.back());
+    free_.pop_back();
+    return b;
+  }
+  // Hashes `len` bytes of `buf` into `blob`; `end` finishes the blob.
+  void Push(PackBlob* blob, std::unique_ptr<char[]> buf, size_t len, bool end) {
+    std::lock_guard<std::mutex> l(mu_);
+    work_.push_back({blob, std::move(buf), len, end});
+    cv_work_.notify_one();
+  }
+  void Drain() {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_free_.wait(l, [&] { return work_.empty() && !busy_; });
+  }
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (stop_) return;
+      stop_ = true;
+      cv_work_.notify_one();
+    }
+    thread_.join();
+  }
+
+ private:
+  struct Item {
+    PackBlob* blob;
+    std::unique_ptr<char[]> buf;
+    size_t len;
+    bool end;
+  };
+  void Loop() {
+    Sha256 sha;
+    for (;;) {
+      Item it;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        cv_work_.wait(l, [&] { return stop_ || !work_.empty(); });
+        if (work_.empty()) return;
+        it = std::move(work_.front());
+        work_.pop_front();
+        busy_ = true;
+      }
+      if (it.buf) sha.Update(it.buf.get(), it.len);
+      if (it.end) {
+        ObjectId got = sha.Finish();
+        if (got == it.blob->declared) it.blob->ok = true;
+        else it.blob->why = "blob declared as " + it.blob->declared.Hex() + " hashes to " + got.Hex();
+      }
+      std::lock_guard<std::mutex> l(mu_);
+      if (it.buf) free_.push_back(std::move(it.buf));
+      busy_ = false;
+      cv_free_.notify_all();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_work_, cv_free_;
+  std::deque<Item> work_;
+  std::vector<std::unique_ptr<char[]>> free_;
+  bool busy_ = false;
+  bool stop_ = false;
+  std::thread thread_;
 };
 
 struct PackTree {
@@ -42,12 +123,15 @@ struct PackTree {
   Tree tree;
 };
 
-// Phase 1: index the pack while ScanPack checks its framing and trailer.
+// Phase 1: one streaming pass. ScanPack checks framing and trailer; blob
+// data goes into this session's chunks as it arrives (reclaimed unless a
+// release that reaches it commits) and through the hasher.
 class Indexer : public PackVisitor {
  public:
+  explicit Indexer(ChunkSession* session) : session_(session) {}
+
   std::unordered_map<std::string, HookDecl> hooks;
   std::vector<std::string> hook_order;
-  std::vector<PackBlob> blobs;
   std::unordered_map<ObjectId, size_t> blob_index;
   std::unordered_map<ObjectId, PackTree> trees;
   std::vector<ReleaseRecord> releases;
@@ -58,15 +142,36 @@ class Indexer : public PackVisitor {
     hook_order.push_back(d.name);
     return Status::OK();
   }
-  Status OnBlobBegin(const ObjectId& id, uint64_t size, uint64_t offset) override {
+  Status OnBlobBegin(const ObjectId& id, uint64_t size, uint64_t) override {
     if (blob_index.count(id)) return Status::Malformed("blob " + id.Hex() + " appears twice");
     blob_index[id] = blobs.size();
-    PackBlob b;
-    b.declared = id;
-    b.size = size;
-    b.offset = offset;
-    blobs.push_back(std::move(b));
+    blobs.push_back(std::make_unique<PackBlob>());
+    cur_ = blobs.back().get();
+    cur_->declared = id;
+    cur_->size = size;
+    // A blob the store has is not needed from the pack: skip, unhashed.
+    HOOKFS_ASSIGN_OR_RETURN(cur_->written, session_->BeginBlob(id, size));
+    next_chunk_ = 0;
+    fill_ = 0;
+    if (cur_->written) buf_ = hasher_.Buffer();
     return Status::OK();
+  }
+  Status OnBlobData(const void* data, size_t n) override {
+    if (!cur_->written) return Status::OK();
+    auto p = static_cast<const char*>(data);
+    while (n > 0) {
+      size_t k = std::min(n, kChunkSize - fill_);
+      std::memcpy(buf_.get() + fill_, p, k);
+      fill_ += k;
+      p += k;
+      n -= k;
+      if (fill_ == kChunkSize) HOOKFS_RETURN_IF_ERROR(EmitChunk(false));
+    }
+    return Status::OK();
+  }
+  Status OnBlobEnd() override {
+    if (!cur_->written) return Status::OK();
+    return EmitChunk(true);
   }
   Status OnTree(const ObjectId& id, std::string_view encoded, uint64_t) override {
     if (trees.count(id)) return Status::Malformed("tree " + id.Hex() + " appears twice");
@@ -91,53 +196,33 @@ class Indexer : public PackVisitor {
     releases.push_back(r);
     return Status::OK();
   }
-};
+  // Waits until every streamed blob is hashed.
+  void Finish() { hasher_.Drain(); }
 
-// Recomputes SHA-256 and per-chunk XXH3 of each blob from the file, in
-// parallel: one blob per worker at a time.
-void VerifyBlobs(int fd, std::vector<PackBlob*> todo, unsigned threads) {
-  std::sort(todo.begin(), todo.end(), [](const PackBlob* a, const PackBlob* b) { return a->size > b->size; });
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    std::vector<char> buf(4 * kChunkSize);
-    Sha256 sha;
-    for (size_t i = next++; i < todo.size(); i = next++) {
-      PackBlob* b = todo[i];
-      b->chunk_xxh3.clear();
-      uint64_t done = 0;
-      bool io_ok = true;
-      while (done < b->size) {
-        size_t want = size_t(std::min<uint64_t>(buf.size(), b->size - done));
-        size_t got = 0;
-        while (got < want) {
-          ssize_t r = ::pread(fd, buf.data() + got, want - got, off_t(b->offset + done + got));
-          if (r < 0 && errno == EINTR) continue;
-          if (r <= 0) {
-            io_ok = false;
-            b->why = std::string("read failed: ") + (r < 0 ? std::strerror(errno) : "short file");
-            break;
-          }
-          got += size_t(r);
-        }
-        if (!io_ok) break;
-        sha.Update(buf.data(), want);
-        for (size_t off = 0; off < want; off += kChunkSize)
-          b->chunk_xxh3.push_back(Xxh3_64(buf.data() + off, std::min(kChunkSize, want - off)));
-        done += want;
-      }
-      ObjectId computed = sha.Finish();
-      b->verified = true;
-      if (!io_ok) continue;
-      if (computed == b->declared) b->ok = true;
-      else b->why = "blob declared as " + b->declared.Hex() + " hashes to " + computed.Hex();
+  std::vector<std::unique_ptr<PackBlob>> blobs;
+
+ private:
+  // Writes the buffered chunk (full, or the blob's last) and hands it to
+  // the hasher; `end` closes the blob.
+  Status EmitChunk(bool end) {
+    if (fill_ > 0) {
+      cur_->chunk_xxh3.push_back(Xxh3_64(buf_.get(), fill_));
+      HOOKFS_RETURN_IF_ERROR(session_->PutChunk(cur_->declared, next_chunk_++, buf_.get(), fill_));
     }
-  };
-  threads = std::max(1u, std::min<unsigned>(threads, unsigned(todo.size())));
-  std::vector<std::thread> pool;
-  for (unsigned t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
-}
+    size_t len = fill_;
+    fill_ = 0;
+    hasher_.Push(cur_, std::move(buf_), len, end);
+    if (!end) buf_ = hasher_.Buffer();
+    return Status::OK();
+  }
+
+  ChunkSession* session_;
+  Hasher hasher_;
+  PackBlob* cur_ = nullptr;
+  std::unique_ptr<char[]> buf_;
+  size_t fill_ = 0;
+  uint32_t next_chunk_ = 0;
+};
 
 struct Plan {
   size_t release;            // index into Indexer::releases
@@ -149,8 +234,9 @@ struct Plan {
 
 class Applier {
  public:
-  Applier(Ledger* ledger, const ApplyOptions& opts, ApplyReport* report)
-      : store_(ledger->store()), t_(store_->tables()), opts_(opts), report_(report) {}
+  Applier(Ledger* ledger, const ApplyOptions& opts, ApplyReport* report, ChunkSession* session)
+      : store_(ledger->store()), t_(store_->tables()), opts_(opts), report_(report), session_(session),
+        ix_(session) {}
 
   Status Run(int fd);
 
@@ -173,8 +259,10 @@ class Applier {
   const Tables& t_;
   const ApplyOptions& opts_;
   ApplyReport* report_;
+  ChunkSession* session_;
   Indexer ix_;
   std::unordered_map<ObjectId, std::pair<uint64_t, uint64_t>> stats_memo_;
+  std::unordered_set<size_t> committed_blobs_;  // pack blobs given a record
 };
 
 Status Applier::Walk(const ReadView& view, const ObjectId& id, size_t depth, Plan* plan,
@@ -212,13 +300,12 @@ Status Applier::Walk(const ReadView& view, const ObjectId& id, size_t depth, Pla
         Reject(plan, "blob " + e.id.Hex() + " ('" + e.name + "') is neither in the pack nor in the store", {e.id});
         continue;
       }
-      PackBlob& b = ix_.blobs[bi->second];
+      const PackBlob& b = *ix_.blobs[bi->second];
       if (b.size != e.size) {
         Reject(plan, "tree " + id.Hex() + " says '" + e.name + "' has " + std::to_string(e.size) +
                          " bytes, its blob has " + std::to_string(b.size), {id});
         continue;
       }
-      b.needed = true;
       plan->blobs.push_back(bi->second);
     }
   }
@@ -261,18 +348,21 @@ double Seconds(std::chrono::steady_clock::time_point since) {
 Status Applier::Run(int fd) {
   auto t0 = std::chrono::steady_clock::now();
   ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-  // Phase 1: scan. Nothing is trusted or written until the trailer checks.
+  // Phase 1: one pass over the pack. Nothing of it is visible until phase 3,
+  // and every chunk streamed here is reclaimed unless phase 3 commits it.
   auto summary = ScanPack(fd, &ix_);
+  ix_.Finish();
   if (!summary.ok()) {
     if (summary.status().Is(Code::kUnsupported)) return Status::Malformed(summary.status().message());
     return summary.status();
   }
   for (const ReleaseRecord& r : ix_.releases)
     if (!ix_.hooks.count(r.hook)) return Status::Malformed("release of hook '" + r.hook + "' without a hook declaration");
-
-  const double scan_s = Seconds(t0);
+  HOOKFS_RETURN_IF_ERROR(session_->Flush());
+  const double stream_s = Seconds(t0);
   auto t1 = std::chrono::steady_clock::now();
-  // Phase 2: decide, from a snapshot, without the write lock.
+
+  // Phase 2: decide per release, from a snapshot, without the write lock.
   std::vector<Plan> plans(ix_.releases.size());
   {
     HOOKFS_ASSIGN_OR_RETURN(ReadView view, store_->Read());
@@ -303,16 +393,8 @@ Status Applier::Run(int fd) {
       }
       std::unordered_set<ObjectId> seen;
       HOOKFS_RETURN_IF_ERROR(Walk(view, r.root, 0, &p, &seen));
-    }
-    // Verify every pack blob some release needs, in parallel.
-    std::vector<PackBlob*> todo;
-    for (PackBlob& b : ix_.blobs)
-      if (b.needed) todo.push_back(&b);
-    unsigned threads = opts_.hash_threads ? opts_.hash_threads : std::max(1u, std::thread::hardware_concurrency());
-    VerifyBlobs(fd, todo, threads);
-    for (Plan& p : plans) {
       for (size_t bi : p.blobs) {
-        const PackBlob& b = ix_.blobs[bi];
+        const PackBlob& b = *ix_.blobs[bi];
         if (!b.ok) Reject(&p, b.why, {b.declared});
       }
       if (p.outcome.kind == ReleaseOutcome::Kind::kRejected) {
@@ -324,37 +406,17 @@ Status Applier::Run(int fd) {
       HOOKFS_RETURN_IF_ERROR(Stats(view, p.outcome.digest, &p.files, &p.bytes));
     }
   }
-
-  const double verify_s = Seconds(t1);
+  const double decide_s = Seconds(t1);
   auto t2 = std::chrono::steady_clock::now();
-  // Phase 3: copy the blobs accepted releases need into the map, in short txns.
-  auto session = ChunkSession::Begin(store_);
-  if (!session.ok()) return session.status();
-  std::vector<bool> written(ix_.blobs.size(), false);
-  for (const Plan& p : plans) {
-    if (p.outcome.kind != ReleaseOutcome::Kind::kAccepted) continue;
-    for (size_t bi : p.blobs) {
-      if (written[bi]) continue;
-      written[bi] = true;
-      const PackBlob& b = ix_.blobs[bi];
-      HOOKFS_RETURN_IF_ERROR((*session)->WriteBlob(b.declared, fd, b.offset, b.size, b.chunk_xxh3));
-      report_->bytes_written += b.size;
-    }
-  }
-  HOOKFS_RETURN_IF_ERROR((*session)->Flush());
 
-  const double chunks_s = Seconds(t2);
-  auto t3 = std::chrono::steady_clock::now();
-  // Phase 4: the one short txn that makes it all visible.
-  Status st = Commit(plans, session->get());
-  spdlog::debug("apply {}: scan {:.3f}s, verify {:.3f}s, chunks {:.3f}s ({} MiB), commit {:.3f}s", report_->pack,
-                scan_s, verify_s, chunks_s, report_->bytes_written >> 20, Seconds(t3));
-  if (!st.ok()) {
-    report_->blobs_written = report_->trees_written = report_->bytes_written = 0;
-    return st;  // ~ChunkSession reclaims
-  }
-  report_->chunks_written = (*session)->chunks_written();
-  (*session)->Committed();
+  // Phase 3: the one short txn that makes it all visible.
+  HOOKFS_RETURN_IF_ERROR(Commit(plans, session_));
+  spdlog::debug("apply {}: stream {:.3f}s, decide {:.3f}s, commit {:.3f}s ({} MiB new)", report_->pack, stream_s,
+                decide_s, Seconds(t2), report_->bytes_written >> 20);
+  report_->chunks_written = 0;
+  for (size_t bi = 0; bi < ix_.blobs.size(); ++bi)
+    if (committed_blobs_.count(bi)) report_->chunks_written += ix_.blobs[bi]->chunk_xxh3.size();
+  session_->Committed();
   for (Plan& p : plans) report_->releases.push_back(std::move(p.outcome));
   return Status::OK();
 }
@@ -386,7 +448,6 @@ Status Applier::Commit(std::vector<Plan>& plans, ChunkSession* session) {
         t_, txn, {{"event", "hook"}, {"time", FormatTime(now)}, {"hook", name}, {"feature", decl.feature}, {"uid", opts_.actor.uid}}));
   }
   // Objects first: blob records (their chunks are durable), then trees.
-  std::unordered_set<size_t> blobs_done;
   std::unordered_set<ObjectId> trees_done;
   for (Plan& p : plans) {
     if (p.outcome.kind != ReleaseOutcome::Kind::kAccepted) continue;
@@ -399,12 +460,14 @@ Status Applier::Commit(std::vector<Plan>& plans, ChunkSession* session) {
       continue;
     }
     for (size_t bi : p.blobs) {
-      if (!blobs_done.insert(bi).second) continue;
-      const PackBlob& b = ix_.blobs[bi];
+      const PackBlob& b = *ix_.blobs[bi];
+      if (!b.written || committed_blobs_.count(bi)) continue;
       HOOKFS_ASSIGN_OR_RETURN(bool have, txn.Has(t_.blobs, b.declared.AsKey()));
-      if (have) continue;
+      if (have) continue;  // committed meanwhile by another pack
       HOOKFS_RETURN_IF_ERROR(txn.Put(t_.blobs, b.declared.AsKey(), EncodeBlobRecord(b.size, b.chunk_xxh3)));
+      committed_blobs_.insert(bi);
       ++report_->blobs_written;
+      report_->bytes_written += b.size;
     }
     for (const ObjectId& tid : p.trees) {
       if (!trees_done.insert(tid).second) continue;
@@ -501,20 +564,23 @@ json ApplyReport::ToJson() const {
   return j;
 }
 
-ApplyReport ApplyPackFile(Ledger* ledger, const std::string& path, const ApplyOptions& options) {
+ApplyReport ApplyPack(Ledger* ledger, int fd, const ApplyOptions& options) {
   ApplyReport report;
-  report.pack = options.pack_name.empty() ? BaseName(path) : options.pack_name;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    report.status = Status::FromErrno(errno, "open pack " + path);
-    return report;
-  }
-  Applier applier(ledger, options, &report);
-  Status st = applier.Run(fd);
-  ::close(fd);
+  report.pack = options.pack_name.empty() ? "pack" : options.pack_name;
+  Status st;
+  {
+    auto session = ChunkSession::Begin(ledger->store());
+    if (session.ok()) {
+      Applier applier(ledger, options, &report, session->get());
+      st = applier.Run(fd);
+    } else {
+      st = session.status();
+    }
+  }  // an uncommitted session reclaims its chunks here
   if (!st.ok()) {
     report.status = st.Context("pack '" + report.pack + "'");
     report.releases.clear();
+    report.blobs_written = report.chunks_written = report.trees_written = report.bytes_written = 0;
     // Record the outcome; a store that cannot write this cannot have committed anything either.
     auto txn = ledger->store()->BeginWrite();
     if (txn.ok()) {
@@ -526,6 +592,21 @@ ApplyReport ApplyPackFile(Ledger* ledger, const std::string& path, const ApplyOp
       if (!jst.ok()) spdlog::warn("journal: could not record failed pack {}: {}", report.pack, jst.ToString());
     }
   }
+  return report;
+}
+
+ApplyReport ApplyPackFile(Ledger* ledger, const std::string& path, const ApplyOptions& options) {
+  ApplyOptions o = options;
+  if (o.pack_name.empty()) o.pack_name = BaseName(path);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    ApplyReport report;
+    report.pack = o.pack_name;
+    report.status = Status::FromErrno(errno, "open pack " + path);
+    return report;
+  }
+  ApplyReport report = ApplyPack(ledger, fd, o);
+  ::close(fd);
   return report;
 }
 

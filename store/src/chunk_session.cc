@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 #include <spdlog/spdlog.h>
 
@@ -90,36 +91,24 @@ Status ChunkSession::Register(const ObjectId& id, uint32_t chunks) {
   return batch_.Put(t.pending_blob, PendingBlobKey(id, id_), "");
 }
 
-Status ChunkSession::WriteBlob(const ObjectId& id, int fd, uint64_t offset, uint64_t size,
-                               const std::vector<uint64_t>& chunk_xxh3) {
-  const uint32_t n = ChunkCount(size);
-  if (chunk_xxh3.size() != n) return Status::InvalidArgument("chunk checksums do not match blob size");
+Result<bool> ChunkSession::BeginBlob(const ObjectId& id, uint64_t size) {
   HOOKFS_RETURN_IF_ERROR(EnsureBatch());
-  // The registration lands in the same txn as the first chunk, so a chunk
-  // is never durable without a record saying whose it is.
-  HOOKFS_RETURN_IF_ERROR(Register(id, n));
-  for (uint32_t i = 0; i < n; ++i) {
-    HOOKFS_RETURN_IF_ERROR(store_->Inject("chunk"));
-    const uint64_t start = uint64_t(i) * kChunkSize;
-    const size_t len = size_t(std::min<uint64_t>(kChunkSize, size - start));
-    HOOKFS_ASSIGN_OR_RETURN(char* dst, batch_.Reserve(store_->tables().chunks, ChunkKey(id, i), len));
-    size_t got = 0;
-    while (got < len) {
-      ssize_t r = ::pread(fd, dst + got, len - got, off_t(offset + start + got));
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0) return Status::FromErrno(errno, "read pack for blob " + id.Hex());
-      if (r == 0) return Status::Corruption("pack shrank while applying blob " + id.Hex());
-      got += size_t(r);
-    }
-    if (Xxh3_64(dst, len) != chunk_xxh3[i])
-      return Status::Corruption("pack changed while applying blob " + id.Hex() + " (chunk " + std::to_string(i) + ")");
-    ++chunks_written_;
-    batch_bytes_ += len;
-    if (batch_bytes_ >= kBatchBytes) {
-      HOOKFS_RETURN_IF_ERROR(Flush());
-      HOOKFS_RETURN_IF_ERROR(EnsureBatch());
-    }
-  }
+  HOOKFS_ASSIGN_OR_RETURN(bool stored, batch_.Has(store_->tables().blobs, id.AsKey()));
+  if (stored) return false;
+  HOOKFS_RETURN_IF_ERROR(Register(id, ChunkCount(size)));
+  return true;
+}
+
+Status ChunkSession::PutChunk(const ObjectId& id, uint32_t index, const void* data, size_t len) {
+  HOOKFS_RETURN_IF_ERROR(store_->Inject("chunk"));
+  HOOKFS_RETURN_IF_ERROR(EnsureBatch());
+  HOOKFS_ASSIGN_OR_RETURN(char* dst, batch_.Reserve(store_->tables().chunks, ChunkKey(id, index), len));
+  std::memcpy(dst, data, len);
+  ++chunks_written_;
+  batch_bytes_ += len;
+  // Committing between chunks is safe: the blob's registration committed
+  // with its first chunk, so every durable chunk has an owner on record.
+  if (batch_bytes_ >= kBatchBytes) return Flush();
   return Status::OK();
 }
 

@@ -1,18 +1,19 @@
 // Apply: verify a pack and commit what verifies, atomically.
 //
 // Phases (DESIGN.md §2 "Atomicity"):
-//  1. Scan: read the whole pack, check framing and trailer; index records.
-//     No lock held, nothing written.
-//  2. Verify: recompute every blob's SHA-256 (in parallel, from the file) and
-//     every tree's; decide per release: accepted, duplicate or rejected (with
-//     the ids that block it). Still nothing written.
-//  3. Chunks: copy the blobs accepted releases need and the store lacks into
-//     the map in short batched txns, registered under a ChunkSession.
-//  4. Commit: one short write txn re-checks what may have changed since (a
+//  1. Stream: one pass over the pack, checking framing, limits and trailer.
+//     Blob data the store lacks is cut into chunks, written in short batched
+//     txns registered under a ChunkSession (invisible: no blob record points
+//     at them), and hashed (SHA-256) on a second thread as it passes.
+//  2. Decide: from a read snapshot, walk each release's closure; accepted,
+//     duplicate or rejected (naming the ids that block it). No write lock.
+//  3. Commit: one short write txn re-checks what may have changed since (a
 //     concurrent duplicate, a hook created meanwhile), assigns versions, and
-//     writes blob records, trees, releases, pointers and journal together.
-// Any I/O or store error in 3 or 4 aborts the whole pack and reclaims its
-// chunks. Poisoned objects block exactly the releases that reach them.
+//     writes blob records, trees, releases, pointers and journal together,
+//     dropping the chunks no accepted release reaches.
+// Any I/O or store error aborts the whole pack and reclaims its chunks (at
+// once, or at the next Store::Open after a crash). Poisoned objects block
+// exactly the releases that reach them.
 #pragma once
 
 #include <cstdint>
@@ -55,11 +56,13 @@ struct ApplyReport {
 struct ApplyOptions {
   Actor actor = Actor::Current();
   std::string pack_name;  // for the report and the journal
-  unsigned hash_threads = 0;  // 0: one per core
 };
 
-// Applies the pack in `path` (a regular file). Never throws. The report's
-// status says why nothing was committed when the pack as a whole failed.
+// Applies the pack read from `fd` (a file or a pipe; read once, in order).
+// Never throws. The report's status says why nothing was committed when the
+// pack as a whole failed.
+ApplyReport ApplyPack(Ledger* ledger, int fd, const ApplyOptions& options);
+// Opens `path` and applies it; the pack's name defaults to the file name.
 ApplyReport ApplyPackFile(Ledger* ledger, const std::string& path, const ApplyOptions& options);
 
 }  // namespace hookfs

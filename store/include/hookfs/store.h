@@ -144,12 +144,13 @@ class ChunkSession {
   static Result<std::unique_ptr<ChunkSession>> Begin(Store* store);
   ~ChunkSession();
 
-  // Copies `size` bytes at `offset` of `fd` into chunks of blob `id`, reading
-  // straight into the map. Each chunk must hash (XXH3) to `chunk_xxh3[i]`,
-  // computed when the blob was verified; a difference means the source
-  // changed underneath us and is Corruption.
-  Status WriteBlob(const ObjectId& id, int fd, uint64_t offset, uint64_t size,
-                   const std::vector<uint64_t>& chunk_xxh3);
+  // Starts blob `id` of `size` bytes. False (and nothing to write) when the
+  // store already has the blob; otherwise the blob is registered as this
+  // session's, in the same txn as its first chunk.
+  Result<bool> BeginBlob(const ObjectId& id, uint64_t size);
+  // Writes chunk `index` of the blob begun last (kChunkSize bytes, the last
+  // one shorter). Batches commit every 64 MiB.
+  Status PutChunk(const ObjectId& id, uint32_t index, const void* data, size_t len);
   // Commits the current batch so that every chunk written so far is durable.
   Status Flush();
   // In the caller's final txn, after it wrote the blob records: drop this
