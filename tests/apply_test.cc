@@ -1,7 +1,10 @@
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <numeric>
@@ -573,6 +576,51 @@ TEST_F(ApplyTest, UnreachableObjectsInAPackAreNotKept) {
   EXPECT_EQ(c.blobs, 2u);
   EXPECT_EQ(c.trees, 2u);
   EXPECT_EQ(c.chunks, 5u);
+}
+
+long PeakRssKiB() {
+  struct rusage ru;
+  ::getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss;
+}
+
+// A pack is streamed: applying 384 MiB must not need anything like 384 MiB.
+TEST_F(ApplyTest, MemoryDoesNotGrowWithPackSize) {
+  constexpr size_t kPiece = 1 << 20, kPieces = 384;
+  auto piece = [](size_t i) {
+    std::string s(kPiece, '\0');
+    for (size_t j = 0; j < kPiece; j += 8) std::memcpy(&s[j], &i, sizeof i), s[j + 7] = char(j);
+    return s;
+  };
+  Sha256 sha;
+  for (size_t i = 0; i < kPieces; ++i) sha.Update(piece(i));
+  ObjectId id = sha.Finish();
+  const std::string path = dir_ / "big.pack";
+  {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ASSERT_GE(fd, 0);
+    FdSink sink(fd, path);
+    PackWriter w(&sink);
+    ASSERT_TRUE(w.AddHook({"big", ""}).ok());
+    ASSERT_TRUE(w.BeginBlob(id, kPiece * kPieces).ok());
+    for (size_t i = 0; i < kPieces; ++i) ASSERT_TRUE(w.BlobData(piece(i).data(), kPiece).ok());
+    TreeEntry e;
+    e.name = "model.bin";
+    e.id = id;
+    e.size = kPiece * kPieces;
+    auto enc = EncodeTree(Tree{{e}});
+    ObjectId root = Sha256::Of(*enc);
+    ASSERT_TRUE(w.AddTree(root, *enc).ok());
+    ASSERT_TRUE(w.AddRelease(test::MakeRelease("big", root)).ok());
+    ASSERT_TRUE(w.Finish().ok());
+    ::close(fd);
+  }
+  const long before = PeakRssKiB();
+  ApplyReport rep = ApplyPackFile(ledger_.get(), path, {});
+  ASSERT_TRUE(rep.Verdict().ok()) << rep.ToJson().dump();
+  const long grown_mib = (PeakRssKiB() - before) / 1024;
+  EXPECT_LT(grown_mib, 128) << "applying a 384 MiB pack grew the peak RSS by " << grown_mib << " MiB";
+  EXPECT_EQ(rep.bytes_written, kPiece * kPieces);
 }
 
 TEST_F(ApplyTest, MissingPackFileIsAClearError) {
