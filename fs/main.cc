@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -198,7 +199,10 @@ int Run(int argc, char** argv) {
   int rc = fuse_session_loop_mt(session.se, lc.cfg);
   fs.invalidator().Stop();
   spdlog::info("hookfs: unmounting {}", mountpoint);
-  return rc == 0 ? 0 : 1;
+  // A signal ends the loop with the signal number: that is a clean stop.
+  bool clean = rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP;
+  if (!clean) spdlog::error("fuse loop ended with {}", rc);
+  return clean ? 0 : 1;
   // session unmounts and is destroyed, then the store closes (reverse order).
 }
 

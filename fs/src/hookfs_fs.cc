@@ -449,6 +449,21 @@ Result<Node> HookFs::Child(fuse_ino_t dir_ino, const Node& dir, const std::strin
   }
 }
 
+// The keys of the ledger's hooks table (ledger.h: name -> HookInfo), in order.
+// (Ledger::ListHooks seeks to an empty key, which LMDB refuses with
+// MDB_BAD_VALSIZE in this version of the core; a plain cursor walk avoids it.)
+Result<std::vector<std::string>> HookFs::HookNames() {
+  std::vector<std::string> names;
+  HOOKFS_ASSIGN_OR_RETURN(ReadView view, store_->Read());
+  HOOKFS_ASSIGN_OR_RETURN(lmdb::Cursor c, lmdb::Cursor::Open(view.txn(), view.tables().hooks));
+  HOOKFS_ASSIGN_OR_RETURN(bool more, c.First());
+  while (more) {
+    names.emplace_back(c.key());
+    HOOKFS_ASSIGN_OR_RETURN(more, c.Next());
+  }
+  return names;
+}
+
 Result<std::vector<Node>> HookFs::Children(fuse_ino_t dir_ino, const Node& dir) {
   std::vector<Node> out;
   auto add = [&](const std::string& name) -> Status {
@@ -465,8 +480,14 @@ Result<std::vector<Node>> HookFs::Children(fuse_ino_t dir_ino, const Node& dir) 
       for (const char* n : {"hooks", "incoming", "objects", "journal"}) HOOKFS_RETURN_IF_ERROR(add(n));
       break;
     case Kind::kHooksDir: {
-      HOOKFS_ASSIGN_OR_RETURN(auto hooks, ledger_->ListHooks());
-      for (const HookInfo& h : hooks) {
+      HOOKFS_ASSIGN_OR_RETURN(std::vector<std::string> names, HookNames());
+      for (const std::string& name : names) {
+        auto hr = ledger_->GetHook(name);
+        if (!hr.ok()) {
+          if (hr.status().Is(Code::kNotFound)) continue;
+          return hr.status();
+        }
+        const HookInfo& h = *hr;
         Node c;
         c.kind = Kind::kHookDir;
         c.parent = dir_ino;

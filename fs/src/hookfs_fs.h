@@ -99,6 +99,7 @@ class HookFs {
   // Resolution.
   Result<Node> Child(fuse_ino_t dir_ino, const Node& dir, const std::string& name);
   Result<std::vector<Node>> Children(fuse_ino_t dir_ino, const Node& dir);
+  Result<std::vector<std::string>> HookNames();
   Result<Node> TreeChild(fuse_ino_t dir_ino, const Node& dir, const TreeEntry& e);
   Result<std::string> Content(const Node& n);
   std::string Target(const Node& n) const;

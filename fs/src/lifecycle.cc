@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,8 +18,11 @@
 namespace hookfs::fs {
 
 Status RecoverStaleMount(const std::string& mnt) {
+  // statfs always reaches the filesystem (stat may be answered from the
+  // kernel's attribute cache even when the daemon is gone).
+  struct statfs sfs{};
   struct stat st{};
-  if (::stat(mnt.c_str(), &st) == 0) return Status::OK();
+  if (::statfs(mnt.c_str(), &sfs) == 0) return Status::OK();
   if (errno != ENOTCONN) return Status::OK();  // missing etc.: the mount call will say
   spdlog::warn("{}: stale mount (Transport endpoint is not connected): fusermount3 -uz", mnt);
   const char* bin = ::access("/bin/fusermount3", X_OK) == 0 ? "/bin/fusermount3" : "/usr/bin/fusermount3";
