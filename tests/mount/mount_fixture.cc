@@ -108,7 +108,10 @@ void MountTest::Mount(const std::string& options) {
     int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     ::dup2(fd, 2);
     ::dup2(fd, 1);
-    std::vector<std::string> args = {HOOKFS_BIN, "--store", store_, "-f", "--log-level", "debug"};
+    // HOOKFS_TEST_BIN runs another build of the daemon (a sanitizer build).
+    const char* env_bin = std::getenv("HOOKFS_TEST_BIN");
+    std::string bin = env_bin && *env_bin ? env_bin : HOOKFS_BIN;
+    std::vector<std::string> args = {bin, "--store", store_, "-f", "--log-level", "debug"};
     if (!options.empty()) {
       args.push_back("-o");
       args.push_back(options);
@@ -117,7 +120,7 @@ void MountTest::Mount(const std::string& options) {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    ::execv(HOOKFS_BIN, argv.data());
+    ::execv(bin.c_str(), argv.data());
     ::_exit(127);
   }
   daemon_ = pid;

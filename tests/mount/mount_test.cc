@@ -68,7 +68,7 @@ std::string MakeSource(const std::string& root, const std::string& flavour) {
 // ---- publishing ---------------------------------------------------------------
 
 TEST_F(MountTest, CpPublishesAndLeavesResult) {
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   std::string src = MakeSource(NewDir("src"), "one");
   std::string pack = Pack("app", src);
   Cmd cp = Publish(pack, "app.pack");
@@ -115,18 +115,18 @@ TEST_F(MountTest, CpPublishesAndLeavesResult) {
 }
 
 TEST_F(MountTest, ResultsSurviveRestart) {
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   std::string pack = Pack("app", MakeSource(NewDir("src"), "one"));
   ASSERT_TRUE(Publish(pack, "x.pack").ok());
   EXPECT_EQ(Unmount(), 0);
   EXPECT_FALSE(IsMounted(mnt_));
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   EXPECT_EQ(Sh("ls " + Q(mnt_ + "/incoming")).out, "x.pack.result\n");
   EXPECT_EQ(Sh("readlink " + Q(Hook("app") + "/live")).out, "releases/1\n");
 }
 
 TEST_F(MountTest, ShellRedirectionPublishes) {
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   std::string src = MakeSource(NewDir("src"), "redirect");
   Cmd c = Sh(std::string(HOOKCTL_BIN) + " pack --hook redir -o - " + Q(src) + " > " +
              Q(mnt_ + "/incoming/r.pack"));
@@ -137,7 +137,7 @@ TEST_F(MountTest, ShellRedirectionPublishes) {
 }
 
 TEST_F(MountTest, RsyncPublishesThroughDotName) {
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   std::string pack = Pack("synced", MakeSource(NewDir("src"), "rsync"));
   std::string named = base_ + "/synced.pack";
   std::filesystem::rename(pack, named);
@@ -149,7 +149,7 @@ TEST_F(MountTest, RsyncPublishesThroughDotName) {
 }
 
 TEST_F(MountTest, DotNameWaitsForRename) {
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   std::string pack = Pack("staged", MakeSource(NewDir("src"), "staged"));
   ASSERT_TRUE(Publish(pack, ".staged.tmp").ok());
   // Nothing committed yet, the staging file is listed with its size.
@@ -209,7 +209,7 @@ std::string WritePoisonedPack(const std::string& path) {
 }
 
 TEST_F(MountTest, PoisonedPackFailsCpButSoundReleaseCommits) {
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   std::string pack = base_ + "/poison.pack";
   std::string bad = WritePoisonedPack(pack);
   Cmd cp = Publish(pack, "poison.pack");
@@ -241,7 +241,7 @@ TEST_F(MountTest, PoisonedPackFailsCpButSoundReleaseCommits) {
 }
 
 TEST_F(MountTest, GarbageFailsCpWithBadMessage) {
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   WriteAll(base_ + "/junk", "this is not a pack at all\n");
   Cmd cp = Publish(base_ + "/junk", "junk.pack");
   EXPECT_NE(cp.status, 0);
@@ -252,7 +252,7 @@ TEST_F(MountTest, GarbageFailsCpWithBadMessage) {
 }
 
 TEST_F(MountTest, ConcurrentCpGiveVersionsWithoutGaps) {
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   constexpr int kPacks = 6;
   std::string script;
   for (int i = 0; i < kPacks; ++i) {
@@ -282,7 +282,7 @@ TEST_F(MountTest, ConcurrentCpGiveVersionsWithoutGaps) {
 // ---- reading -------------------------------------------------------------------
 
 TEST_F(MountTest, ReleaseIsItsSourceTree) {
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   std::string src = MakeSource(NewDir("src"), "tree");
   ASSERT_TRUE(Publish(Pack("tree", src), "t.pack").ok());
   std::string rel = Hook("tree") + "/releases/1";
@@ -346,7 +346,7 @@ TEST_F(MountTest, ReleaseIsItsSourceTree) {
 }
 
 TEST_F(MountTest, LargeFileReadsExactly) {
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   std::string src = NewDir("src");
   std::string data = RandomBytes(3 * 1024 * 1024 + 777, 42);
   WriteAll(src + "/big", data);
@@ -366,7 +366,7 @@ TEST_F(MountTest, LargeFileReadsExactly) {
 }
 
 TEST_F(MountTest, ObjectsByIdAndAgainst) {
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   std::string src = MakeSource(NewDir("src"), "objects");
   ASSERT_TRUE(Publish(Pack("obj", src), "o.pack").ok());
   std::string sum = Sh("sha256sum " + Q(src + "/README") + " | cut -c1-64").out;
@@ -386,23 +386,22 @@ TEST_F(MountTest, ObjectsByIdAndAgainst) {
   EXPECT_FALSE(MountHas(base_)(*ObjectId::FromHex(sum), false));
 
   // A thin pack against the mount leaves out what the store has and still
-  // commits. (hookctl may not support --against yet: then skip this part.)
+  // commits.
   std::string src2 = base_ + "/src2";
   Sh("cp -a " + Q(src) + " " + Q(src2));
   WriteAll(src2 + "/README", "changed\n");
   std::string thin = base_ + "/thin.pack";
   Cmd p = Sh(std::string(HOOKCTL_BIN) + " pack --hook obj --against " + Q(mnt_) + " -o " + Q(thin) +
              " " + Q(src2));
-  if (p.ok()) {
-    std::string full = Pack("obj", src2);
-    EXPECT_LT(std::filesystem::file_size(thin), std::filesystem::file_size(full) / 2);
-    ASSERT_TRUE(Publish(thin, "thin.pack").ok());
-    EXPECT_EQ(Sh("diff -r --no-dereference " + Q(src2) + " " + Q(Hook("obj") + "/releases/2")).status, 0);
-  }
+  ASSERT_TRUE(p.ok()) << p.err;
+  std::string full = Pack("obj", src2);
+  EXPECT_LT(std::filesystem::file_size(thin), std::filesystem::file_size(full) / 2);
+  ASSERT_TRUE(Publish(thin, "thin.pack").ok());
+  EXPECT_EQ(Sh("diff -r --no-dereference " + Q(src2) + " " + Q(Hook("obj") + "/releases/2")).status, 0);
 }
 
 TEST_F(MountTest, CorruptChunkReadsAsEIO) {
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   std::string src = NewDir("src");
   std::string data = RandomBytes(600 * 1024, 99);
   WriteAll(src + "/victim", data);
@@ -421,7 +420,7 @@ TEST_F(MountTest, CorruptChunkReadsAsEIO) {
   ASSERT_EQ(::pwrite(fd, &flipped, 1, static_cast<off_t>(pos + 10)), 1);
   ::close(fd);
 
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   Cmd cat = Sh("cat " + Q(Hook("victim") + "/live/victim") + " > /dev/null");
   EXPECT_NE(cat.status, 0);
   EXPECT_NE(cat.err.find("Input/output error"), std::string::npos) << cat.err;
@@ -438,7 +437,7 @@ TEST_F(MountTest, CorruptChunkReadsAsEIO) {
 // ---- pointers ------------------------------------------------------------------
 
 TEST_F(MountTest, LnSfnRollsLiveBackAndForth) {
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   std::string v1 = NewDir("v1"), v2 = NewDir("v2");
   WriteAll(v1 + "/version", "one\n");
   WriteAll(v2 + "/version", "two\n");
@@ -484,7 +483,7 @@ TEST_F(MountTest, LnSfnRollsLiveBackAndForth) {
 }
 
 TEST_F(MountTest, TagsLikeLivePlusRm) {
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   std::string v1 = NewDir("v1"), v2 = NewDir("v2");
   WriteAll(v1 + "/version", "one\n");
   WriteAll(v2 + "/version", "two\n");
@@ -505,7 +504,7 @@ TEST_F(MountTest, TagsLikeLivePlusRm) {
 }
 
 TEST_F(MountTest, OpenReaderKeepsItsReleaseAcrossLiveMove) {
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   std::string v1 = NewDir("v1"), v2 = NewDir("v2");
   std::string d1 = RandomBytes(700 * 1024, 1), d2 = RandomBytes(700 * 1024, 2);
   WriteAll(v1 + "/model.bin", d1);
@@ -530,7 +529,7 @@ TEST_F(MountTest, OpenReaderKeepsItsReleaseAcrossLiveMove) {
 // ---- runs ------------------------------------------------------------------------
 
 TEST_F(MountTest, RunsArePinnedAndSealed) {
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   std::string v1 = NewDir("v1"), v2 = NewDir("v2");
   WriteAll(v1 + "/version", "one\n");
   WriteAll(v2 + "/version", "two\n");
@@ -590,7 +589,7 @@ TEST_F(MountTest, RunsArePinnedAndSealed) {
 // ---- read-only -------------------------------------------------------------------
 
 TEST_F(MountTest, EverythingElseIsReadOnly) {
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   std::string src = MakeSource(NewDir("src"), "ro");
   ASSERT_TRUE(Publish(Pack("ro", src), "ro.pack").ok());
   std::string rel = Hook("ro") + "/releases/1";
@@ -627,17 +626,17 @@ TEST_F(MountTest, EverythingElseIsReadOnly) {
 // ---- lifecycle ---------------------------------------------------------------------
 
 TEST_F(MountTest, SigtermUnmountsAndStaleMountIsRecovered) {
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   ASSERT_TRUE(Publish(Pack("life", MakeSource(NewDir("src"), "life")), "l.pack").ok());
   EXPECT_EQ(Unmount(), 0);
   EXPECT_FALSE(IsMounted(mnt_));
 
-  Mount();
+  ASSERT_NO_FATAL_FAILURE(Mount());
   Crash();
   EXPECT_TRUE(IsMounted(mnt_));
   Cmd ls = Sh("ls " + Q(mnt_));
   EXPECT_NE(ls.err.find("Transport endpoint is not connected"), std::string::npos) << ls.err;
-  Mount();  // recovers the stale mountpoint
+  ASSERT_NO_FATAL_FAILURE(Mount());  // recovers the stale mountpoint
   EXPECT_EQ(Sh("readlink " + Q(Hook("life") + "/live")).out, "releases/1\n");
   EXPECT_EQ(Unmount(), 0);
   EXPECT_FALSE(IsMounted(mnt_));
@@ -681,7 +680,7 @@ class PermissionTest : public MountTest {
 };
 
 TEST_F(PermissionTest, GroupsDecideWhoWrites) {
-  Mount("allow_other,publish_group=" + pub_ + ",run_group=" + run_);
+  ASSERT_NO_FATAL_FAILURE(Mount("allow_other,publish_group=" + pub_ + ",run_group=" + run_));
   std::string v1 = NewDir("v1"), v2 = NewDir("v2");
   WriteAll(v1 + "/version", "one\n");
   WriteAll(v2 + "/version", "two\n");
