@@ -145,6 +145,28 @@ std::string ToString(const Counts& c) {
   return s.str();
 }
 
+namespace {
+void FlipValueByte(Store* store, MDB_dbi dbi, const std::string& key, size_t offset) {
+  auto txn = store->BeginWrite();
+  ASSERT_TRUE(txn.ok()) << txn.status().ToString();
+  auto cur = txn->Get(dbi, key);
+  ASSERT_TRUE(cur.ok()) << cur.status().ToString();
+  ASSERT_LT(offset, cur->size());
+  std::string bad(*cur);
+  bad[offset] ^= 0x20;
+  ASSERT_TRUE(txn->Put(dbi, key, bad).ok());
+  ASSERT_TRUE(txn->Commit().ok());
+}
+}  // namespace
+
+void FlipChunkByte(Store* store, const ObjectId& blob, uint32_t index, size_t offset) {
+  FlipValueByte(store, store->tables().chunks, ChunkKey(blob, index), offset);
+}
+
+void FlipTreeByte(Store* store, const ObjectId& tree, size_t offset) {
+  FlipValueByte(store, store->tables().trees, std::string(tree.AsKey()), 8 + offset);  // after the XXH3
+}
+
 std::unique_ptr<Store> OpenStore(const std::string& dir, StoreOptions opts) {
   opts.dir = dir;
   auto s = Store::Open(opts);

@@ -60,6 +60,11 @@ struct Counts {
 Counts Count(const Store& store);
 std::string ToString(const Counts& c);
 
+// Damage behind the store's back (integrity tests): flips one byte of chunk
+// `index` of blob `id`, or of a stored tree's canonical bytes (not its checksum).
+void FlipChunkByte(Store* store, const ObjectId& blob, uint32_t index, size_t offset);
+void FlipTreeByte(Store* store, const ObjectId& tree, size_t offset);
+
 // Opens (creating) a store in `dir`.
 std::unique_ptr<Store> OpenStore(const std::string& dir, StoreOptions opts = {});
 

@@ -4,8 +4,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <iomanip>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -15,6 +17,8 @@
 #include <spdlog/spdlog.h>
 
 #include "hookfs/apply.h"
+#include "hookfs/fsck.h"
+#include "hookfs/gc.h"
 #include "hookfs/hash.h"
 #include "hookfs/ledger.h"
 #include "hookfs/pack.h"
@@ -229,6 +233,79 @@ int CmdShow(const std::string& store_dir, const std::string& what) {
   return 0;
 }
 
+// A progress line on stderr when it is a terminal, at most 5 times a second.
+class ProgressLine {
+ public:
+  ProgressLine() : on_(::isatty(STDERR_FILENO)) {}
+  ~ProgressLine() { Clear(); }
+  void Update(std::string_view phase, uint64_t done, uint64_t total) {
+    if (!on_) return;
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_ < std::chrono::milliseconds(200)) return;
+    last_ = now;
+    if (phase == "blobs" && total)
+      std::fprintf(stderr, "\rhookctl: verifying blobs: %llu / %llu MiB (%d%%)   ", (unsigned long long)(done >> 20),
+                   (unsigned long long)(total >> 20), int(done * 100 / total));
+    else
+      std::fprintf(stderr, "\rhookctl: %.*s: %llu                          ", int(phase.size()), phase.data(),
+                   (unsigned long long)done);
+    shown_ = true;
+  }
+  void Clear() {
+    if (shown_) std::fprintf(stderr, "\r%60s\r", "");
+    shown_ = false;
+  }
+
+ private:
+  bool on_;
+  bool shown_ = false;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+// Exit 0 clean, 1 damage found, 2 could not run.
+int CmdFsck(const std::string& store_dir, bool repair, bool as_json) {
+  StoreOptions o;
+  o.dir = store_dir.empty() ? Store::DefaultDir() : store_dir;
+  o.create_if_missing = false;
+  o.exclusive = repair;
+  auto store = Store::Open(o);
+  if (!store.ok()) {
+    std::fprintf(stderr, "hookctl: fsck could not run: %s\n", store.status().ToString().c_str());
+    return kFailed;
+  }
+  ProgressLine line;
+  FsckOptions fo;
+  fo.repair = repair;
+  fo.progress = [&](std::string_view phase, uint64_t done, uint64_t total) { line.Update(phase, done, total); };
+  auto t0 = std::chrono::steady_clock::now();
+  auto report = Fsck(store->get(), fo);
+  line.Clear();
+  if (!report.ok()) {
+    std::fprintf(stderr, "hookctl: fsck could not run: %s\n", report.status().ToString().c_str());
+    return kFailed;
+  }
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (as_json) {
+    json j = report->ToJson();
+    j["seconds"] = secs;
+    std::cout << j.dump(2) << std::endl;
+  } else {
+    std::cout << "fsck " << o.dir << " (" << std::fixed << std::setprecision(1) << secs << " s): " << report->Summary()
+              << std::flush;
+  }
+  return report->clean() ? 0 : kRefused;
+}
+
+int CmdGc(const std::string& store_dir, bool as_json) {
+  auto store = OpenStore(store_dir, false);
+  if (!store.ok()) return Fail(store.status());
+  auto report = CollectGarbage(store->get(), {});
+  if (!report.ok()) return Fail(report.status());
+  if (as_json) std::cout << report->ToJson().dump(2) << std::endl;
+  else std::cout << report->Summary() << std::flush;
+  return 0;
+}
+
 }  // namespace
 }  // namespace hookfs
 
@@ -268,7 +345,22 @@ int main(int argc, char** argv) {
   show->add_option("--store", store_dir, store_help);
   show->add_option("WHAT", show_what, "HOOK or HOOK/N (default: all hooks)");
 
+  bool repair = false, fsck_json = false;
+  auto* fsck = app.add_subcommand("fsck", "verify every object and ledger record; report; --repair what can be");
+  fsck->add_option("--store", store_dir, store_help);
+  fsck->add_flag("--repair", repair,
+                 "quarantine damaged objects, mark the releases reaching them damaged, rebuild derived records, "
+                 "reclaim leftovers (refused while the store is mounted)");
+  fsck->add_flag("--json", fsck_json, "print the report as JSON");
+
+  bool gc_json = false;
+  auto* gc = app.add_subcommand("gc", "drop objects no release reaches (safe while the store is mounted)");
+  gc->add_option("--store", store_dir, store_help);
+  gc->add_flag("--json", gc_json, "print the report as JSON");
+
   CLI11_PARSE(app, argc, argv);
+  if (*fsck) return CmdFsck(store_dir, repair, fsck_json);
+  if (*gc) return CmdGc(store_dir, gc_json);
   if (*pack) return CmdPack(pack_dir, po, against, out);
   if (*inspect) return CmdInspect(inspect_file);
   if (*apply) return CmdApply(store_dir, apply_file);

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "hookfs/fsck.h"
 #include "hookfs/hash.h"
 #include "hookfs/pack.h"
 
@@ -229,6 +230,9 @@ struct Plan {
   ReleaseOutcome outcome;
   std::vector<size_t> blobs;  // pack blobs it needs written
   std::vector<ObjectId> trees;  // pack trees it reaches
+  // Stored objects it relies on without the pack's copy: the final txn
+  // re-checks they still exist (gc may have removed them meanwhile).
+  std::vector<ObjectId> stored_trees, stored_blobs;
   uint64_t files = 0, bytes = 0;
 };
 
@@ -243,6 +247,10 @@ class Applier {
  private:
   Status Walk(const ReadView& view, const ObjectId& tree_id, size_t depth, Plan* plan,
               std::unordered_set<ObjectId>* seen_trees);
+  Status WalkEntries(const ReadView& view, const ObjectId& tree_id, const Tree& tree, size_t depth, Plan* plan,
+                     std::unordered_set<ObjectId>* seen_trees);
+  Status WriteObjects(lmdb::Txn& txn, const Plan& p, std::unordered_set<ObjectId>* trees_done,
+                      std::vector<std::pair<char, ObjectId>>* healed);
   Status Stats(const ReadView& view, const ObjectId& tree_id, uint64_t* files, uint64_t* bytes);
   void Reject(Plan* p, std::string reason, std::vector<ObjectId> bad) {
     if (p->outcome.kind == ReleaseOutcome::Kind::kRejected) {
@@ -263,6 +271,7 @@ class Applier {
   Indexer ix_;
   std::unordered_map<ObjectId, std::pair<uint64_t, uint64_t>> stats_memo_;
   std::unordered_set<size_t> committed_blobs_;  // pack blobs given a record
+  bool damaged_store_ = false;  // the quarantine table has entries (phase 2's view)
 };
 
 Status Applier::Walk(const ReadView& view, const ObjectId& id, size_t depth, Plan* plan,
@@ -275,24 +284,59 @@ Status Applier::Walk(const ReadView& view, const ObjectId& id, size_t depth, Pla
   auto it = ix_.trees.find(id);
   if (it == ix_.trees.end()) {
     HOOKFS_ASSIGN_OR_RETURN(bool have, view.HasTree(id));
-    if (!have) Reject(plan, "tree " + id.Hex() + " is neither in the pack nor in the store", {id});
-    return Status::OK();  // a stored tree's closure is complete (invariant 1)
+    if (!have) {
+      Reject(plan, "tree " + id.Hex() + " is neither in the pack nor in the store", {id});
+      return Status::OK();
+    }
+    plan->stored_trees.push_back(id);
+    if (!damaged_store_) return Status::OK();  // a stored tree's closure is complete (invariant 1)
+    // A damaged store: a stored tree may reach quarantined objects; walk it.
+    HOOKFS_ASSIGN_OR_RETURN(bool quarantined, view.IsQuarantined('t', id));
+    if (quarantined) {
+      Reject(plan, "tree " + id.Hex() + " is damaged in the store (quarantined) and not in the pack", {id});
+      return Status::OK();
+    }
+    auto stored = view.GetTree(id);
+    if (!stored.ok()) {
+      if (!stored.status().Is(Code::kCorruption)) return stored.status();
+      Reject(plan, stored.status().message(), {id});
+      return Status::OK();
+    }
+    return WalkEntries(view, id, *stored, depth, plan, seen);
   }
   if (!it->second.ok) {
     Reject(plan, it->second.why, {id});
     return Status::OK();
   }
   plan->trees.push_back(id);
-  for (const TreeEntry& e : it->second.tree.entries) {
+  return WalkEntries(view, id, it->second.tree, depth, plan, seen);
+}
+
+Status Applier::WalkEntries(const ReadView& view, const ObjectId& id, const Tree& tree, size_t depth, Plan* plan,
+                            std::unordered_set<ObjectId>* seen) {
+  for (const TreeEntry& e : tree.entries) {
     if (e.IsDir()) {
       HOOKFS_RETURN_IF_ERROR(Walk(view, e.id, depth + 1, plan, seen));
     } else if (e.IsFile()) {
       auto bi = ix_.blob_index.find(e.id);
       auto stored = view.GetBlobInfo(e.id);
+      const bool damaged = stored.ok() ? (stored->flags & kBlobQuarantined) != 0 : stored.status().Is(Code::kCorruption);
+      if (damaged) {
+        // The stored copy is damaged: the pack's copy heals it, if it has one.
+        if (bi != ix_.blob_index.end() && ix_.blobs[bi->second]->written && ix_.blobs[bi->second]->size == e.size) {
+          plan->blobs.push_back(bi->second);
+        } else {
+          Reject(plan, "blob " + e.id.Hex() + " ('" + e.name + "') is damaged in the store (quarantined) and not in the pack",
+                 {e.id});
+        }
+        continue;
+      }
       if (stored.ok()) {
         if (stored->size != e.size)
           Reject(plan, "tree " + id.Hex() + " says '" + e.name + "' has " + std::to_string(e.size) +
                            " bytes, its blob has " + std::to_string(stored->size), {id});
+        else
+          plan->stored_blobs.push_back(e.id);
         continue;
       }
       if (!stored.status().Is(Code::kNotFound)) return stored.status();
@@ -301,6 +345,13 @@ Status Applier::Walk(const ReadView& view, const ObjectId& id, size_t depth, Pla
         continue;
       }
       const PackBlob& b = *ix_.blobs[bi->second];
+      if (!b.written) {
+        // Skipped as stored while streaming, removed (gc) before this snapshot.
+        Reject(plan, "blob " + e.id.Hex() + " ('" + e.name +
+                         "') was in the store when the pack streamed in and was removed since (gc); push the pack again",
+               {e.id});
+        continue;
+      }
       if (b.size != e.size) {
         Reject(plan, "tree " + id.Hex() + " says '" + e.name + "' has " + std::to_string(e.size) +
                          " bytes, its blob has " + std::to_string(b.size), {id});
@@ -366,6 +417,7 @@ Status Applier::Run(int fd) {
   std::vector<Plan> plans(ix_.releases.size());
   {
     HOOKFS_ASSIGN_OR_RETURN(ReadView view, store_->Read());
+    HOOKFS_ASSIGN_OR_RETURN(damaged_store_, view.AnyQuarantined());
     for (size_t i = 0; i < plans.size(); ++i) {
       const ReleaseRecord& r = ix_.releases[i];
       Plan& p = plans[i];
@@ -410,6 +462,7 @@ Status Applier::Run(int fd) {
   auto t2 = std::chrono::steady_clock::now();
 
   // Phase 3: the one short txn that makes it all visible.
+  HOOKFS_RETURN_IF_ERROR(store_->Inject("decided"));
   HOOKFS_RETURN_IF_ERROR(Commit(plans, session_));
   spdlog::debug("apply {}: stream {:.3f}s, decide {:.3f}s, commit {:.3f}s ({} MiB new)", report_->pack, stream_s,
                 decide_s, Seconds(t2), report_->bytes_written >> 20);
@@ -449,37 +502,30 @@ Status Applier::Commit(std::vector<Plan>& plans, ChunkSession* session) {
   }
   // Objects first: blob records (their chunks are durable), then trees.
   std::unordered_set<ObjectId> trees_done;
+  std::vector<std::pair<char, ObjectId>> healed;
   for (Plan& p : plans) {
     if (p.outcome.kind != ReleaseOutcome::Kind::kAccepted) continue;
     // Duplicate of an existing release (possibly committed a moment ago, or
-    // earlier in this very pack)?
+    // earlier in this very pack)? Its objects still heal damaged copies.
     HOOKFS_ASSIGN_OR_RETURN(std::optional<uint32_t> dup, ledger_txn::FindDigest(t_, txn, p.outcome.hook, p.outcome.digest));
     if (dup) {
       p.outcome.kind = ReleaseOutcome::Kind::kDuplicate;
       p.outcome.version = *dup;
+      HOOKFS_RETURN_IF_ERROR(WriteObjects(txn, p, &trees_done, &healed));
       continue;
     }
-    for (size_t bi : p.blobs) {
-      const PackBlob& b = *ix_.blobs[bi];
-      if (!b.written || committed_blobs_.count(bi)) continue;
-      HOOKFS_ASSIGN_OR_RETURN(bool have, txn.Has(t_.blobs, b.declared.AsKey()));
-      if (have) continue;  // committed meanwhile by another pack
-      HOOKFS_RETURN_IF_ERROR(txn.Put(t_.blobs, b.declared.AsKey(), EncodeBlobRecord(b.size, b.chunk_xxh3)));
-      committed_blobs_.insert(bi);
-      ++report_->blobs_written;
-      report_->bytes_written += b.size;
+    // What phase 2 found stored must still be: gc may have removed an
+    // object no release reached before this one (docs/integrity.md).
+    for (const ObjectId& id : p.stored_trees) {
+      HOOKFS_ASSIGN_OR_RETURN(bool have, txn.Has(t_.trees, id.AsKey()));
+      if (!have) Reject(&p, "tree " + id.Hex() + " was removed from the store (gc) while this pack was applied; push it again", {id});
     }
-    for (const ObjectId& tid : p.trees) {
-      if (!trees_done.insert(tid).second) continue;
-      HOOKFS_ASSIGN_OR_RETURN(bool have, txn.Has(t_.trees, tid.AsKey()));
-      if (have) continue;
-      HOOKFS_ASSIGN_OR_RETURN(std::string bytes, EncodeTree(ix_.trees[tid].tree));
-      std::string rec;
-      lmdb::PutBE64(&rec, Xxh3_64(bytes.data(), bytes.size()));
-      rec += bytes;
-      HOOKFS_RETURN_IF_ERROR(txn.Put(t_.trees, tid.AsKey(), rec));
-      ++report_->trees_written;
+    for (const ObjectId& id : p.stored_blobs) {
+      HOOKFS_ASSIGN_OR_RETURN(bool have, txn.Has(t_.blobs, id.AsKey()));
+      if (!have) Reject(&p, "blob " + id.Hex() + " was removed from the store (gc) while this pack was applied; push it again", {id});
     }
+    if (p.outcome.kind == ReleaseOutcome::Kind::kRejected) continue;
+    HOOKFS_RETURN_IF_ERROR(WriteObjects(txn, p, &trees_done, &healed));
     // Then the release and its pointer.
     const ReleaseRecord& r = ix_.releases[p.release];
     HOOKFS_ASSIGN_OR_RETURN(uint32_t last, ledger_txn::LastVersion(t_, txn, r.hook));
@@ -502,6 +548,17 @@ Status Applier::Commit(std::vector<Plan>& plans, ChunkSession* session) {
     if (!r.no_advance)
       HOOKFS_RETURN_IF_ERROR(ledger_txn::MovePointer(t_, txn, r.hook, "live", info.version, opts_.actor, now));
   }
+  if (!healed.empty()) {
+    std::vector<std::string> whole;
+    HOOKFS_RETURN_IF_ERROR(quarantine::Heal(t_, txn, healed, &whole));
+    json objs = json::array();
+    for (const auto& [kind, id] : healed) objs.push_back(std::string(kind == 'b' ? "blob " : "tree ") + id.Hex());
+    HOOKFS_RETURN_IF_ERROR(ledger_txn::AppendJournal(
+        t_, txn, {{"event", "heal"}, {"time", FormatTime(now)}, {"pack", report_->pack}, {"uid", opts_.actor.uid},
+                  {"objects", objs}, {"whole", whole}}));
+    report_->objects_healed = healed.size();
+    report_->releases_healed = whole;
+  }
   HOOKFS_RETURN_IF_ERROR(session->Release(txn));
   size_t counts[3] = {0, 0, 0};
   for (const Plan& p : plans) ++counts[size_t(p.outcome.kind)];
@@ -510,6 +567,49 @@ Status Applier::Commit(std::vector<Plan>& plans, ChunkSession* session) {
                 {"accepted", counts[0]}, {"duplicate", counts[1]}, {"rejected", counts[2]}}));
   HOOKFS_RETURN_IF_ERROR(store_->Inject("final_commit"));
   return txn.Commit().Context("commit pack");
+}
+
+// Writes the plan's objects the store lacks or holds damaged (quarantined);
+// records those that heal a damaged or missing copy.
+Status Applier::WriteObjects(lmdb::Txn& txn, const Plan& p, std::unordered_set<ObjectId>* trees_done,
+                             std::vector<std::pair<char, ObjectId>>* healed) {
+  for (size_t bi : p.blobs) {
+    const PackBlob& b = *ix_.blobs[bi];
+    if (!b.written || committed_blobs_.count(bi)) continue;
+    auto rec = txn.Get(t_.blobs, b.declared.AsKey());
+    bool replace = false;
+    uint32_t old_chunks = 0;
+    if (rec.ok()) {
+      auto info = DecodeBlobInfo(*rec);
+      if (info.ok() && !(info->flags & kBlobQuarantined)) continue;  // committed meanwhile by another pack
+      replace = true;
+      if (info.ok()) old_chunks = info->chunk_count;
+    } else if (!rec.status().Is(Code::kNotFound)) {
+      return rec.status();
+    }
+    HOOKFS_RETURN_IF_ERROR(txn.Put(t_.blobs, b.declared.AsKey(), EncodeBlobRecord(b.size, b.chunk_xxh3)));
+    for (uint32_t i = uint32_t(b.chunk_xxh3.size()); i < old_chunks; ++i)
+      HOOKFS_RETURN_IF_ERROR(txn.Del(t_.chunks, ChunkKey(b.declared, i)));
+    HOOKFS_ASSIGN_OR_RETURN(bool listed, txn.Has(t_.quarantine, QuarantineKey('b', b.declared)));
+    if (replace || listed) healed->emplace_back('b', b.declared);
+    committed_blobs_.insert(bi);
+    ++report_->blobs_written;
+    report_->bytes_written += b.size;
+  }
+  for (const ObjectId& tid : p.trees) {
+    if (!trees_done->insert(tid).second) continue;
+    HOOKFS_ASSIGN_OR_RETURN(bool have, txn.Has(t_.trees, tid.AsKey()));
+    HOOKFS_ASSIGN_OR_RETURN(bool listed, txn.Has(t_.quarantine, QuarantineKey('t', tid)));
+    if (have && !listed) continue;
+    HOOKFS_ASSIGN_OR_RETURN(std::string bytes, EncodeTree(ix_.trees[tid].tree));
+    std::string rec;
+    lmdb::PutBE64(&rec, Xxh3_64(bytes.data(), bytes.size()));
+    rec += bytes;
+    HOOKFS_RETURN_IF_ERROR(txn.Put(t_.trees, tid.AsKey(), rec));
+    if (listed) healed->emplace_back('t', tid);
+    ++report_->trees_written;
+  }
+  return Status::OK();
 }
 
 std::string BaseName(const std::string& path) {
@@ -560,6 +660,7 @@ json ApplyReport::ToJson() const {
     rels.push_back(std::move(e));
   }
   j["releases"] = rels;
+  if (objects_healed) j["healed"] = {{"objects", objects_healed}, {"releases", releases_healed}};
   j["written"] = {{"blobs", blobs_written}, {"chunks", chunks_written}, {"trees", trees_written}, {"bytes", bytes_written}};
   return j;
 }
@@ -578,6 +679,9 @@ ApplyReport ApplyPack(Ledger* ledger, int fd, const ApplyOptions& options) {
     }
   }  // an uncommitted session reclaims its chunks here
   if (!st.ok()) {
+    if (st.Is(Code::kNoSpace))
+      st = Status::NoSpace("the store is full (no room left in its LMDB map or on its disk); nothing of the pack "
+                           "was committed: " + st.message());
     report.status = st.Context("pack '" + report.pack + "'");
     report.releases.clear();
     report.blobs_written = report.chunks_written = report.trees_written = report.bytes_written = 0;

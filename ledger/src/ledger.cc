@@ -313,6 +313,11 @@ Status AppendJournal(const Tables& t, Txn& txn, const json& event) {
   return txn.Put(t.journal, k, line.dump());
 }
 
+Result<HookInfo> DecodeHookRecord(std::string_view b) { return DecodeHook(b); }
+Result<ReleaseInfo> DecodeReleaseRecord(std::string_view b) { return DecodeRelease(b); }
+Result<PointerMove> DecodeHistoryRecord(std::string_view b) { return DecodeMove(b); }
+Result<RunInfo> DecodeRunRecord(std::string_view b) { return DecodeRun(b); }
+
 Status MovePointer(const Tables& t, Txn& txn, std::string_view hook, std::string_view pointer, uint32_t to,
                    const Actor& who, int64_t now) {
   HOOKFS_RETURN_IF_ERROR(CheckPointerName(pointer));

@@ -93,8 +93,15 @@ Status ChunkSession::Register(const ObjectId& id, uint32_t chunks) {
 
 Result<bool> ChunkSession::BeginBlob(const ObjectId& id, uint64_t size) {
   HOOKFS_RETURN_IF_ERROR(EnsureBatch());
-  HOOKFS_ASSIGN_OR_RETURN(bool stored, batch_.Has(store_->tables().blobs, id.AsKey()));
-  if (stored) return false;
+  auto rec = batch_.Get(store_->tables().blobs, id.AsKey());
+  if (rec.ok()) {
+    auto info = DecodeBlobInfo(*rec);
+    // An intact stored copy is the one releases use; a quarantined (or
+    // undecodable) one is rewritten from the pack, healing it.
+    if (info.ok() && !(info->flags & kBlobQuarantined)) return false;
+  } else if (!rec.status().Is(Code::kNotFound)) {
+    return rec.status();
+  }
   HOOKFS_RETURN_IF_ERROR(Register(id, ChunkCount(size)));
   return true;
 }

@@ -43,6 +43,20 @@ std::string EncodeBlobRecord(uint64_t size, const std::vector<uint64_t>& chunk_x
   return r;
 }
 
+std::string WithBlobFlags(std::string_view rec, uint32_t flags) {
+  std::string r(rec);
+  std::string f;
+  lmdb::PutBE32(&f, flags);
+  r.replace(12, 4, f);
+  return r;
+}
+
+std::string QuarantineKey(char kind, const ObjectId& id) {
+  std::string k(1, kind);
+  k.append(id.AsKey());
+  return k;
+}
+
 Result<BlobInfo> DecodeBlobInfo(std::string_view rec) {
   if (rec.size() < 16) return Status::Corruption("blob record too short");
   BlobInfo info;
@@ -58,6 +72,17 @@ Result<BlobInfo> DecodeBlobInfo(std::string_view rec) {
 
 Result<bool> ReadView::HasBlob(const ObjectId& id) const { return txn_.Has(tables_->blobs, id.AsKey()); }
 Result<bool> ReadView::HasTree(const ObjectId& id) const { return txn_.Has(tables_->trees, id.AsKey()); }
+
+Result<bool> ReadView::IsQuarantined(char kind, const ObjectId& id) const {
+  return txn_.Has(tables_->quarantine, QuarantineKey(kind, id));
+}
+
+Result<bool> ReadView::AnyQuarantined() const {
+  MDB_stat st;
+  int rc = mdb_stat(txn_.get(), tables_->quarantine, &st);
+  if (rc != MDB_SUCCESS) return lmdb::LmdbStatus(rc, "stat quarantine");
+  return st.ms_entries > 0;
+}
 
 Result<BlobInfo> ReadView::GetBlobInfo(const ObjectId& id) const {
   auto rec = txn_.Get(tables_->blobs, id.AsKey());
@@ -139,6 +164,24 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
 
 Store::~Store() {
   if (env_) mdb_env_close(env_);
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+// Shared for every user of the store, exclusive for a repair: a repair never
+// runs while the daemon or an apply has the store open, and nothing opens the
+// store while a repair runs.
+Status Store::LockStore() {
+  const std::string path = options_.dir + "/repair.lock";
+  lock_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  if (lock_fd_ < 0) return Status::FromErrno(errno, "open " + path);
+  if (::flock(lock_fd_, (options_.exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0) return Status::OK();
+  int err = errno;
+  if (err != EWOULDBLOCK) return Status::FromErrno(err, "lock " + path);
+  if (options_.exclusive)
+    return Status::Busy("store " + options_.dir +
+                        " is open in another process (a mounted hookfs or a running hookctl); unmount it "
+                        "and retry the repair");
+  return Status::Busy("store " + options_.dir + " is being repaired (hookctl fsck --repair); retry when it is done");
 }
 
 Status Store::OpenEnv() {
@@ -149,6 +192,9 @@ Status Store::OpenEnv() {
     if (!options_.create_if_missing) return Status::NotFound("no hookfs store at " + dir);
     if (::mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) return Status::FromErrno(errno, "create store " + dir);
   }
+  // Before the environment opens: a refused open never touches LMDB's own
+  // locks (opening one environment twice in a process would).
+  HOOKFS_RETURN_IF_ERROR(LockStore());
   int rc = mdb_env_create(&env_);
   if (rc != MDB_SUCCESS) return lmdb::LmdbStatus(rc, "create environment");
   mdb_env_set_maxreaders(env_, options_.max_readers);
@@ -202,7 +248,7 @@ Status Store::CheckOrInitFormat() {
       {"hooks", &tables_.hooks},       {"releases", &tables_.releases},
       {"digests", &tables_.digests},   {"pointers", &tables_.pointers},
       {"history", &tables_.history},   {"runs", &tables_.runs},
-      {"journal", &tables_.journal},
+      {"journal", &tables_.journal},   {"quarantine", &tables_.quarantine},
   };
   for (const Named& n : all)
     HOOKFS_RETURN_IF_ERROR(lmdb::LmdbStatus(mdb_dbi_open(txn.get(), n.name, MDB_CREATE, n.dbi),

@@ -46,6 +46,10 @@ struct ApplyReport {
   uint64_t chunks_written = 0;
   uint64_t trees_written = 0;
   uint64_t bytes_written = 0;   // blob bytes copied into the store
+  // Damaged (quarantined) or missing objects this pack rewrote, and the
+  // releases that became whole by it ("hook/N"). docs/integrity.md.
+  uint64_t objects_healed = 0;
+  std::vector<std::string> releases_healed;
 
   // OK if the pack parsed, committed, and no release was rejected.
   // Malformed (EBADMSG) if anything was rejected or the pack is unreadable.

@@ -55,7 +55,7 @@ struct ReleaseInfo {
   int64_t committed_at = 0;  // the store's clock
   uint64_t files = 0;        // regular files, counted per path
   uint64_t bytes = 0;        // their sizes, summed per path
-  bool damaged = false;      // set by fsck --repair (a later issue)
+  bool damaged = false;      // reaches a damaged object (fsck --repair); cleared by healing
 };
 
 struct PointerMove {
@@ -158,6 +158,12 @@ Result<std::optional<uint32_t>> GetPointer(const Tables& t, const lmdb::Txn& txn
 Status MovePointer(const Tables& t, lmdb::Txn& txn, std::string_view hook, std::string_view pointer,
                    uint32_t to, const Actor& who, int64_t now);
 Status AppendJournal(const Tables& t, lmdb::Txn& txn, const nlohmann::json& event);
+// Decoders of the stored records (Corruption when a record does not decode);
+// fsck and gc read the tables directly with them.
+Result<HookInfo> DecodeHookRecord(std::string_view bytes);
+Result<ReleaseInfo> DecodeReleaseRecord(std::string_view bytes);
+Result<PointerMove> DecodeHistoryRecord(std::string_view bytes);
+Result<RunInfo> DecodeRunRecord(std::string_view bytes);
 }  // namespace ledger_txn
 
 }  // namespace hookfs

@@ -32,6 +32,9 @@ namespace hookfs {
 
 inline constexpr uint32_t kStoreFormatVersion = 1;
 inline constexpr size_t kChunkSize = 256 * 1024;
+// BlobInfo.flags: set by `hookctl fsck --repair` on a blob whose stored copy
+// is damaged; cleared when a later pack carrying the blob heals it.
+inline constexpr uint32_t kBlobQuarantined = 1;
 
 struct StoreOptions {
   std::string dir;
@@ -39,8 +42,15 @@ struct StoreOptions {
   uint64_t map_size = 1ull << 40;
   unsigned max_readers = 1024;
   bool create_if_missing = true;
+  // Every Store holds a flock on STORE/repair.lock: shared normally, exclusive
+  // with this set (fsck --repair). An exclusive open fails with Busy while any
+  // other process (the daemon, hookctl apply) has the store open, and a shared
+  // open fails with Busy while a repair runs. docs/integrity.md.
+  bool exclusive = false;
   // Test hook: called before each write step of an apply ("chunk",
-  // "chunk_commit", "final_commit"); a non-OK result is that step's failure.
+  // "chunk_commit", "decided" (after phase 2, before the final txn begins),
+  // "final_commit") and of gc ("gc_sweep", between mark and sweep); a non-OK
+  // result is that step's failure.
   std::function<Status(std::string_view step)> fault_injector;
 };
 
@@ -51,6 +61,9 @@ struct Tables {
   MDB_dbi pending_session = 0, pending_blob = 0;
   MDB_dbi hooks = 0, releases = 0, digests = 0, pointers = 0, history = 0,
           runs = 0, journal = 0;
+  // 't'|'b' ++ id -> JSON {reason, releases}: objects fsck --repair found
+  // damaged or missing (docs/integrity.md). Usually empty.
+  MDB_dbi quarantine = 0;
 };
 
 struct BlobInfo {
@@ -63,6 +76,10 @@ std::string ChunkKey(const ObjectId& id, uint32_t index);
 uint32_t ChunkCount(uint64_t size);
 std::string EncodeBlobRecord(uint64_t size, const std::vector<uint64_t>& chunk_xxh3);
 Result<BlobInfo> DecodeBlobInfo(std::string_view rec);
+// The record `rec` with its flags word replaced (rec must be >= 16 bytes).
+std::string WithBlobFlags(std::string_view rec, uint32_t flags);
+// Key of an object in the quarantine table: kind 'b' (blob) or 't' (tree).
+std::string QuarantineKey(char kind, const ObjectId& id);
 
 class Store;
 
@@ -84,6 +101,11 @@ class ReadView {
   // mismatch is Corruption naming blob and chunk, and nothing is appended.
   Status ReadBlob(const ObjectId& id, uint64_t offset, size_t len,
                   std::vector<std::span<const uint8_t>>* out) const;
+
+  // Whether fsck --repair quarantined the object ('b' blob, 't' tree).
+  Result<bool> IsQuarantined(char kind, const ObjectId& id) const;
+  // True when the quarantine table has any entry (a damaged store).
+  Result<bool> AnyQuarantined() const;
 
   const lmdb::Txn& txn() const { return txn_; }
   const Tables& tables() const { return *tables_; }
@@ -110,6 +132,8 @@ class Store {
   std::string staging_dir() const { return options_.dir + "/staging"; }
   MDB_env* env() const { return env_; }
   const Tables& tables() const { return tables_; }
+  // Opened with StoreOptions::exclusive (no other process has it open).
+  bool exclusive() const { return options_.exclusive; }
 
   Result<ReadView> Read() const;
   Result<lmdb::Txn> BeginWrite() const { return lmdb::Txn::Begin(env_, true); }
@@ -129,9 +153,11 @@ class Store {
   explicit Store(StoreOptions options) : options_(std::move(options)) {}
   Status OpenEnv();
   Status CheckOrInitFormat();
+  Status LockStore();
 
   StoreOptions options_;
   MDB_env* env_ = nullptr;
+  int lock_fd_ = -1;  // STORE/repair.lock, flock'd shared (or exclusive)
   Tables tables_;
 };
 
@@ -145,7 +171,8 @@ class ChunkSession {
   ~ChunkSession();
 
   // Starts blob `id` of `size` bytes. False (and nothing to write) when the
-  // store already has the blob; otherwise the blob is registered as this
+  // store already has the blob intact; a quarantined blob counts as absent
+  // (its chunks are rewritten in place, healing it). Otherwise the blob is registered as this
   // session's, in the same txn as its first chunk.
   Result<bool> BeginBlob(const ObjectId& id, uint64_t size);
   // Writes chunk `index` of the blob begun last (kChunkSize bytes, the last
