@@ -1518,6 +1518,11 @@ std::vector<std::pair<std::string, std::string>> XattrsOf(const Node& n) {
 void HookFs::GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   NodePtr n = table_.Get(ino);
   if (!n) return (void)fuse_reply_err(req, ESTALE);
+  // Only the user namespace exists here. EOPNOTSUPP (not ENODATA) for
+  // security.* and system.posix_acl_*: `ls -l` then stops asking for every
+  // other file of this filesystem (coreutils caches "unsupported" per st_dev),
+  // which halves the round trips of `ls -lR`.
+  if (std::strncmp(name, "user.", 5) != 0) return (void)fuse_reply_err(req, EOPNOTSUPP);
   for (const auto& [k, v] : XattrsOf(*n)) {
     if (k != name) continue;
     if (size == 0) return (void)fuse_reply_xattr(req, v.size());
