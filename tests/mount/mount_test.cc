@@ -299,6 +299,9 @@ TEST_F(MountTest, ReleaseIsItsSourceTree) {
             "link-to-readme lrwxrwxrwx 6\n"
             "empty dir drwxr-xr-x 0\n");
   EXPECT_EQ(Sh("find " + Q(rel) + " -perm /7000").out, "");
+  Cmd ls = Sh("ls -lA " + Q(rel) + " | tail -n +2 | cut -c1-10 | LC_ALL=C sort | uniq -c | sed 's/^ *//'");
+  EXPECT_EQ(ls.out, "4 -rw-r--r--\n5 drwxr-xr-x\n2 lrwxrwxrwx\n") << ls.err;
+  EXPECT_EQ(Sh("ls -l " + Q(rel + "/bin")).out.substr(0, 10 + 8), "total 1\n-rwxr-xr-x");
   EXPECT_EQ(Sh("readlink " + Q(rel + "/data/run-link")).out, "../bin/run.sh\n");
   EXPECT_EQ(Sh(Q(rel + "/bin/run.sh")).out, "tree\n");
 
