@@ -9,6 +9,7 @@ pkgs=(
   libgtest-dev libgmock-dev                      # tests
   attr rsync bc passwd util-linux                # tools the mount tests drive
   python3 python3-xxhash                         # tests/spec: the independent pack writer
+  clang libclang-rt-14-dev                       # tests/fuzz: libFuzzer, ASan, UBSan
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -316,6 +316,35 @@ TEST_F(IntegrityTest, RepairIsRefusedWhileTheStoreIsOpenAndOpenIsRefusedDuringRe
   EXPECT_TRUE(other.status().Is(Code::kBusy)) << other.status().ToString();
 }
 
+// Found by the fuzzer: bytes that are not UTF-8 in a pack's names or
+// messages used to make the journal's JSON serialiser throw (a crash of the
+// daemon). Now a bad name is Malformed and a message is stored with U+FFFD.
+TEST_F(IntegrityTest, BytesThatAreNotUtf8InAPackNeitherCrashNorCorrupt) {
+  PackSpec spec;
+  spec.hooks.push_back({"app", ""});
+  spec.Blob("x");
+  spec.Release("app", spec.AddTree({File("x", "x")}));
+  spec.releases[0].message = std::string("caf\xe9 \xff\xfe");
+  spec.releases[0].source_ref = std::string("ref\xc3");
+  ApplyReport rep = Apply(spec);
+  ASSERT_TRUE(rep.Verdict().ok()) << rep.ToJson().dump();
+  auto rel = ledger_->GetRelease("app", 1);
+  ASSERT_TRUE(rel.ok()) << rel.status().ToString();
+  EXPECT_EQ(rel->message, "caf\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd");
+  (void)ToJson(*rel).dump();
+
+  std::string bytes = spec.Bytes();
+  auto at = bytes.find("\x03" "app");  // the hook declaration's name
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + 2] = '\xf4';
+  // Fix up nothing: the trailer no longer matches, so the pack is malformed
+  // either way; the journal line quoting it must still be written.
+  rep = ApplyBytes(bytes);
+  EXPECT_TRUE(rep.status.Is(Code::kMalformed)) << rep.status.ToString();
+  (void)rep.ToJson().dump();
+  EXPECT_TRUE(Check().clean());
+}
+
 // ---- gc ----
 
 // Drops every ledger record of `hook` behind the store's back, leaving its

@@ -127,7 +127,7 @@ class InspectVisitor : public PackVisitor {
   Status OnRelease(const ReleaseRecord& r) override {
     std::printf("release  %s digest=%s%s created_at=%s source_ref=%s message=%s\n", r.hook.c_str(),
                 r.root.Hex().c_str(), r.no_advance ? " no-advance" : "", FormatTime(r.created_at).c_str(),
-                json(r.source_ref).dump().c_str(), json(r.message).dump().c_str());
+                DumpJson(r.source_ref).c_str(), DumpJson(r.message).c_str());
     return Status::OK();
   }
 
@@ -165,7 +165,7 @@ int CmdApply(const std::string& store_dir, const std::string& file) {
   } else {
     report = ApplyPackFile(&ledger, file, opts);
   }
-  std::cout << report.ToJson().dump(2) << std::endl;
+  std::cout << DumpJson(report.ToJson(), 2) << std::endl;
   Status verdict = report.Verdict();
   if (!verdict.ok()) {
     std::fprintf(stderr, "hookctl: %s\n", verdict.ToString().c_str());
@@ -178,7 +178,7 @@ int CmdShow(const std::string& store_dir, const std::string& what) {
   auto store = OpenStore(store_dir, false);
   if (!store.ok()) return Fail(store.status());
   Ledger ledger(store->get());
-  auto print = [](const json& j) { std::cout << j.dump(2) << std::endl; };
+  auto print = [](const json& j) { std::cout << DumpJson(j, 2) << std::endl; };
   if (what.empty()) {
     auto hooks = ledger.ListHooks();
     if (!hooks.ok()) return Fail(hooks.status());
@@ -288,7 +288,7 @@ int CmdFsck(const std::string& store_dir, bool repair, bool as_json) {
   if (as_json) {
     json j = report->ToJson();
     j["seconds"] = secs;
-    std::cout << j.dump(2) << std::endl;
+    std::cout << DumpJson(j, 2) << std::endl;
   } else {
     std::cout << "fsck " << o.dir << " (" << std::fixed << std::setprecision(1) << secs << " s): " << report->Summary()
               << std::flush;
@@ -301,7 +301,7 @@ int CmdGc(const std::string& store_dir, bool as_json) {
   if (!store.ok()) return Fail(store.status());
   auto report = CollectGarbage(store->get(), {});
   if (!report.ok()) return Fail(report.status());
-  if (as_json) std::cout << report->ToJson().dump(2) << std::endl;
+  if (as_json) std::cout << DumpJson(report->ToJson(), 2) << std::endl;
   else std::cout << report->Summary() << std::flush;
   return 0;
 }

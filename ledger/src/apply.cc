@@ -662,7 +662,7 @@ json ApplyReport::ToJson() const {
   j["releases"] = rels;
   if (objects_healed) j["healed"] = {{"objects", objects_healed}, {"releases", releases_healed}};
   j["written"] = {{"blobs", blobs_written}, {"chunks", chunks_written}, {"trees", trees_written}, {"bytes", bytes_written}};
-  return j;
+  return SafeJson(j);  // names and reasons may quote bytes that are not UTF-8
 }
 
 ApplyReport ApplyPack(Ledger* ledger, int fd, const ApplyOptions& options) {

@@ -29,7 +29,7 @@ namespace quarantine {
 std::string Encode(const Entry& e) {
   json rels = json::array();
   for (const auto& [hook, v] : e.releases) rels.push_back({{"hook", hook}, {"version", v}});
-  return json{{"reason", e.reason}, {"releases", rels}, {"time", FormatTime(NowMs() / 1000)}}.dump();
+  return DumpJson(json{{"reason", e.reason}, {"releases", rels}, {"time", FormatTime(NowMs() / 1000)}});
 }
 
 Result<Entry> Decode(std::string_view bytes) {
@@ -109,7 +109,7 @@ json FsckReport::ToJson() const {
                    {"marked_damaged", marked_damaged}, {"marked_whole", marked_whole},
                    {"digests_rebuilt", digests_rebuilt}, {"chunks_deleted", chunks_deleted},
                    {"releases_fixed", releases_fixed}};
-  return j;
+  return SafeJson(j);
 }
 
 std::string FsckReport::Summary() const {

@@ -43,6 +43,12 @@ std::string FormatTime(int64_t t) {
   return b;
 }
 
+std::string DumpJson(const json& j, int indent) {
+  return j.dump(indent, ' ', false, json::error_handler_t::replace);
+}
+
+json SafeJson(const json& j) { return json::parse(DumpJson(j)); }
+
 json ToJson(const HookInfo& h) {
   return {{"name", h.name}, {"feature", h.feature}, {"created_at", FormatTime(h.created_at)},
           {"created_by", h.created_by}};
@@ -90,22 +96,22 @@ namespace {
 // Stored records: JSON with raw integer times, decoded without exceptions
 // escaping (a record that does not decode is Corruption).
 std::string Encode(const HookInfo& h) {
-  return json{{"name", h.name}, {"feature", h.feature}, {"created_at", h.created_at}, {"created_by", h.created_by}}.dump();
+  return DumpJson(json{{"name", h.name}, {"feature", h.feature}, {"created_at", h.created_at}, {"created_by", h.created_by}});
 }
 std::string Encode(const ReleaseInfo& r) {
-  return json{{"hook", r.hook}, {"version", r.version}, {"digest", r.digest.Hex()},
+  return DumpJson(json{{"hook", r.hook}, {"version", r.version}, {"digest", r.digest.Hex()},
               {"source_ref", r.source_ref}, {"message", r.message}, {"published_by", r.published_by},
               {"created_at", r.created_at}, {"committed_at", r.committed_at}, {"files", r.files},
-              {"bytes", r.bytes}, {"damaged", r.damaged}}.dump();
+              {"bytes", r.bytes}, {"damaged", r.damaged}});
 }
 std::string Encode(const PointerMove& m) {
-  return json{{"seq", m.seq}, {"time", m.time}, {"uid", m.uid}, {"pointer", m.pointer}, {"from", m.from}, {"to", m.to}}.dump();
+  return DumpJson(json{{"seq", m.seq}, {"time", m.time}, {"uid", m.uid}, {"pointer", m.pointer}, {"from", m.from}, {"to", m.to}});
 }
 std::string Encode(const RunInfo& r) {
-  return json{{"hook", r.hook}, {"run", r.run}, {"version", r.version}, {"digest", r.digest.Hex()},
+  return DumpJson(json{{"hook", r.hook}, {"run", r.run}, {"version", r.version}, {"digest", r.digest.Hex()},
               {"started_at", r.started_at}, {"started_ms", r.started_ms}, {"started_by", r.started_by},
               {"status", r.status}, {"finished_at", r.finished_at}, {"duration_s", r.duration_s},
-              {"exit_code", r.exit_code}, {"oom_retries", r.oom_retries}, {"note", r.note}}.dump();
+              {"exit_code", r.exit_code}, {"oom_retries", r.oom_retries}, {"note", r.note}});
 }
 
 template <typename T, typename F>
@@ -310,7 +316,7 @@ Status AppendJournal(const Tables& t, Txn& txn, const json& event) {
   line.update(event);
   std::string k;
   lmdb::PutBE64(&k, seq);
-  return txn.Put(t.journal, k, line.dump());
+  return txn.Put(t.journal, k, DumpJson(line));
 }
 
 Result<HookInfo> DecodeHookRecord(std::string_view b) { return DecodeHook(b); }

@@ -28,7 +28,8 @@ Result<HookDecl> DecodeHookDecl(std::string_view bytes) {
   std::string_view name, feature;
   if (!r.U8(&n) || !r.Bytes(n, &name) || !r.U8(&f) || !r.Bytes(f, &feature) || !r.done())
     return Status::Malformed("hook declaration does not parse");
-  HOOKFS_RETURN_IF_ERROR(ValidateHookName(name).Context("hook declaration"));
+  // A bad name inside a pack is a malformed pack (EBADMSG), not a bad argument.
+  if (Status ns = ValidateHookName(name); !ns.ok()) return Status::Malformed("hook declaration: " + ns.message());
   Status fs = ValidateFeature(feature);
   if (!fs.ok()) return Status::Malformed("hook '" + std::string(name) + "': " + fs.message());
   return HookDecl{std::string(name), std::string(feature)};
@@ -59,7 +60,7 @@ Result<ReleaseRecord> DecodeRelease(std::string_view bytes) {
       !r.U8(&flags) || !r.LE64v(&created) || !r.LE16(&ref_len) || !r.Bytes(ref_len, &ref) ||
       !r.LE16(&msg_len) || !r.Bytes(msg_len, &msg) || !r.done())
     return Status::Malformed("release record does not parse");
-  HOOKFS_RETURN_IF_ERROR(ValidateHookName(hook).Context("release record"));
+  if (Status ns = ValidateHookName(hook); !ns.ok()) return Status::Malformed("release record: " + ns.message());
   if (flags & ~1u) return Status::Malformed("release record has unknown flags " + std::to_string(flags));
   if (ref.size() > Limits::kMaxSourceRef) return Status::Malformed("source_ref longer than 1024 bytes");
   if (msg.size() > Limits::kMaxMessage) return Status::Malformed("message longer than 4096 bytes");

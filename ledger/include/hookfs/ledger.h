@@ -98,6 +98,13 @@ nlohmann::json ToJson(const ReleaseInfo&);
 nlohmann::json ToJson(const PointerMove&);
 nlohmann::json ToJson(const RunInfo&);
 std::string FormatTime(int64_t unix_seconds);  // 2026-11-21T05:37:43Z
+// JSON text that never throws: bytes that are not UTF-8 (a pack's message,
+// source_ref, or names quoted in an error) become U+FFFD. Every record and
+// journal line the ledger writes goes through it.
+std::string DumpJson(const nlohmann::json& j, int indent = -1);
+// The same document with every string made valid UTF-8, so that a caller's
+// plain dump() cannot throw (ApplyReport::ToJson returns one).
+nlohmann::json SafeJson(const nlohmann::json& j);
 int64_t NowMs();
 
 Status ValidateRunName(std::string_view run);  // [A-Za-z0-9._-]{1,64}
