@@ -227,6 +227,9 @@ int HookFs::ReadOnlyErrno(const Node& n) {
 }
 
 double HookFs::EntryTimeout(const Node& n) const {
+  // An object's bytes never change, but `hookctl gc` may drop it: its name is
+  // revalidated, so `--against` never trusts a stale positive entry.
+  if (n.kind == Kind::kBlob || n.kind == Kind::kObjTree) return 0;
   if (Immutable(n)) return kForever;
   switch (n.kind) {
     // Entries that exist forever once they exist (their contents may change).
