@@ -209,6 +209,7 @@ int Run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  hookfs::TuneAllocatorForApply();
   try {
     return Run(argc, argv);
   } catch (const std::exception& e) {

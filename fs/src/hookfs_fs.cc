@@ -755,6 +755,7 @@ void HookFs::Forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
 
 void HookFs::ForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
   for (size_t i = 0; i < count; ++i) table_.Forget(forgets[i].ino, forgets[i].nlookup);
+  spdlog::debug("forget {} inodes: {} nodes left", count, table_.size());
   fuse_reply_none(req);
 }
 
