@@ -111,8 +111,12 @@ Result<MountOptions> ParseMountOptions(const std::vector<std::string>& lists) {
         mo.run_group = opt.substr(10);
       } else if (opt == "default_permissions") {
         // always on
-      } else if (opt == "ro" || opt == "rw" || opt == "suid" || opt == "dev") {
-        return Status::InvalidArgument("-o " + opt + " is not supported (the mount is nosuid,nodev)");
+      } else if (opt == "ro") {
+        return Status::InvalidArgument("-o ro is not supported: incoming/, live, tags and runs are written through the mount");
+      } else if (opt == "rw") {
+        // the default
+      } else if (opt == "suid" || opt == "dev") {
+        return Status::InvalidArgument("-o " + opt + " is not supported: the mount is always nosuid,nodev");
       } else {
         mo.fuse.push_back(opt);
       }
