@@ -311,6 +311,7 @@ int CmdGc(const std::string& store_dir, bool as_json) {
 
 int main(int argc, char** argv) {
   using namespace hookfs;
+  TuneAllocatorForApply();
   spdlog::set_default_logger(spdlog::stderr_logger_mt("hookctl"));
   spdlog::set_pattern("hookctl: %v");
   spdlog::cfg::load_env_levels();  // SPDLOG_LEVEL=debug shows apply's phase timings

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -24,6 +25,11 @@ Status MakeDir(const std::string& path) {
   return Status::FromErrno(errno, "mkdir " + path);
 }
 }  // namespace
+
+void TuneAllocatorForApply() {
+  ::mallopt(M_MMAP_THRESHOLD, 4 << 20);
+  ::mallopt(M_TRIM_THRESHOLD, 128 << 20);
+}
 
 std::string ChunkKey(const ObjectId& id, uint32_t index) {
   std::string k(id.AsKey());
