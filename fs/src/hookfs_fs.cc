@@ -114,15 +114,28 @@ struct Tramp<M> {
 };
 
 void InitFn(void* userdata, fuse_conn_info* conn) {
-  static_cast<HookFs*>(userdata)->Init(conn);
+  try {
+    static_cast<HookFs*>(userdata)->Init(conn);
+  } catch (...) {
+    spdlog::error("internal error in init");
+  }
 }
 
+// forget has no reply but "none": an exception must still end the request.
 void ForgetFn(fuse_req_t req, fuse_ino_t ino, uint64_t n) {
-  static_cast<HookFs*>(fuse_req_userdata(req))->Forget(req, ino, n);
+  try {
+    static_cast<HookFs*>(fuse_req_userdata(req))->Forget(req, ino, n);
+  } catch (...) {
+    fuse_reply_none(req);
+  }
 }
 
 void ForgetMultiFn(fuse_req_t req, size_t count, fuse_forget_data* f) {
-  static_cast<HookFs*>(fuse_req_userdata(req))->ForgetMulti(req, count, f);
+  try {
+    static_cast<HookFs*>(fuse_req_userdata(req))->ForgetMulti(req, count, f);
+  } catch (...) {
+    fuse_reply_none(req);
+  }
 }
 
 fuse_lowlevel_ops MakeOps() {
