@@ -259,6 +259,12 @@ double HookFs::EntryTimeout(const Node& n) const {
 double HookFs::AttrTimeout(const Node& n) const {
   if (Immutable(n)) return kForever;
   switch (n.kind) {
+    // A pointer's inode shows one target for its whole life (a move makes a
+    // new inode), so its attributes never go stale: no GETATTR per path walk
+    // through live (default_permissions checks them on every walk). Only the
+    // name is revalidated (entry timeout 0).
+    case Kind::kLive: case Kind::kTag: case Kind::kPending:
+      return kForever;
     case Kind::kRoot: case Kind::kHooksDir: case Kind::kHookDir: case Kind::kReleasesDir:
     case Kind::kTagsDir: case Kind::kRunsDir: case Kind::kRunDir: case Kind::kIncomingDir:
     case Kind::kObjectsDir: case Kind::kBlobsDir: case Kind::kTreesDir:
