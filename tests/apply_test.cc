@@ -623,6 +623,42 @@ TEST_F(ApplyTest, MemoryDoesNotGrowWithPackSize) {
   EXPECT_EQ(rep.bytes_written, kPiece * kPieces);
 }
 
+// Two applies stream the same new blob at once and one carries poisoned
+// bytes: chunks are keyed by writer, so the poisoned stream can neither
+// overwrite the good one's chunks nor take them away when it is reclaimed.
+TEST_F(ApplyTest, APoisonedConcurrentStreamOfTheSameBlobCannotTouchAGoodOne) {
+  PackSpec good = AppSpec();
+  const ObjectId big = good.blobs[0].first;
+  const std::string content = good.blobs[0].second;
+  std::unique_ptr<ChunkSession> rogue;
+  StoreOptions o;
+  o.fault_injector = [&](std::string_view step) {
+    // After the good apply streamed its chunks, before its final txn: a
+    // rogue session streams different bytes for the same blob id.
+    if (step != "decided" || rogue) return Status::OK();
+    auto s = ChunkSession::Begin(store_.get());
+    EXPECT_TRUE(s.ok());
+    rogue = std::move(s).value();
+    auto fresh = rogue->BeginBlob(big, content.size());
+    EXPECT_TRUE(fresh.ok() && *fresh);
+    std::string bad(kChunkSize, 'X');
+    for (uint32_t i = 0; i < ChunkCount(content.size()); ++i)
+      EXPECT_TRUE(rogue->PutChunk(big, i, bad.data(), std::min<size_t>(kChunkSize, content.size() - i * kChunkSize)).ok());
+    EXPECT_TRUE(rogue->Flush().ok());
+    return Status::OK();
+  };
+  Reopen(o);
+  ApplyReport rep = Apply(good);
+  ASSERT_TRUE(rep.Verdict().ok()) << rep.ToJson().dump();
+  ASSERT_NE(rogue, nullptr);
+  EXPECT_EQ(BlobBytes(big), content) << "the good release reads another stream's bytes";
+  ASSERT_TRUE(rogue->Abort().ok());  // the poisoned stream is reclaimed...
+  EXPECT_EQ(BlobBytes(big), content) << "...without taking the good chunks with it";
+  Counts c = Now();
+  EXPECT_EQ(c.chunks, 5u) << test::ToString(c);
+  EXPECT_EQ(c.pending, 0u);
+}
+
 TEST_F(ApplyTest, MissingPackFileIsAClearError) {
   ApplyReport rep = ApplyPackFile(ledger_.get(), dir_ / "no-such.pack", {});
   EXPECT_TRUE(rep.status.Is(Code::kNotFound)) << rep.status.ToString();

@@ -267,9 +267,10 @@ TEST_F(IntegrityTest, MissingBlobAndBadDigestIndexAreFoundAndRepaired) {
   Fixture f = Publish();
   ObjectId v2_blob = Sha256::Of("v2");
   {
+    const uint64_t writer = store_->Read()->GetBlobInfo(v2_blob)->writer;
     auto txn = store_->BeginWrite();
     ASSERT_TRUE(txn->Del(store_->tables().blobs, v2_blob.AsKey()).ok());
-    ASSERT_TRUE(txn->Del(store_->tables().chunks, ChunkKey(v2_blob, 0)).ok());
+    ASSERT_TRUE(txn->Del(store_->tables().chunks, ChunkKey(v2_blob, writer, 0)).ok());
     ASSERT_TRUE(txn->Del(store_->tables().digests, ledger_txn::HookPrefix("other") + std::string(f.other_root.AsKey())).ok());
     ASSERT_TRUE(txn->Commit().ok());
   }

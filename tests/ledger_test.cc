@@ -40,6 +40,13 @@ class LedgerTest : public ::testing::Test {
   Actor alice_{1001, "alice"};
 };
 
+TEST_F(LedgerTest, ListsHooks) {
+  auto hooks = ledger_->ListHooks();
+  ASSERT_TRUE(hooks.ok()) << hooks.status().ToString();
+  ASSERT_EQ(hooks->size(), 1u);
+  EXPECT_EQ((*hooks)[0].name, "app");
+}
+
 TEST_F(LedgerTest, RollbackMovesLiveAndRecordsWhoAndWhen) {
   ASSERT_EQ(Live(), 3u);
   ASSERT_TRUE(ledger_->MoveLive("app", 1, alice_).ok());

@@ -117,14 +117,15 @@ TEST(Store, ReadsSpanChunksAndCheckEachChunk) {
   EXPECT_TRUE(got.empty());
 
   // Flip one byte of chunk 1 behind the store's back.
+  const uint64_t writer = store->Read()->GetBlobInfo(blob)->writer;
   {
     auto txn = store->BeginWrite();
     ASSERT_TRUE(txn.ok());
-    auto cur = txn->Get(store->tables().chunks, ChunkKey(blob, 1));
+    auto cur = txn->Get(store->tables().chunks, ChunkKey(blob, writer, 1));
     ASSERT_TRUE(cur.ok());
     std::string bad(*cur);
     bad[100] ^= 0x01;
-    ASSERT_TRUE(txn->Put(store->tables().chunks, ChunkKey(blob, 1), bad).ok());
+    ASSERT_TRUE(txn->Put(store->tables().chunks, ChunkKey(blob, writer, 1), bad).ok());
     ASSERT_TRUE(txn->Commit().ok());
   }
   Status st = read(kChunkSize - 10, 20, &got);  // touches chunks 0 and 1

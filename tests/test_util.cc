@@ -160,7 +160,9 @@ void FlipValueByte(Store* store, MDB_dbi dbi, const std::string& key, size_t off
 }  // namespace
 
 void FlipChunkByte(Store* store, const ObjectId& blob, uint32_t index, size_t offset) {
-  FlipValueByte(store, store->tables().chunks, ChunkKey(blob, index), offset);
+  auto info = store->Read()->GetBlobInfo(blob);
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  FlipValueByte(store, store->tables().chunks, ChunkKey(blob, info->writer, index), offset);
 }
 
 void FlipTreeByte(Store* store, const ObjectId& tree, size_t offset) {

@@ -578,18 +578,20 @@ Status Applier::WriteObjects(lmdb::Txn& txn, const Plan& p, std::unordered_set<O
     if (!b.written || committed_blobs_.count(bi)) continue;
     auto rec = txn.Get(t_.blobs, b.declared.AsKey());
     bool replace = false;
-    uint32_t old_chunks = 0;
+    std::optional<BlobInfo> old;
     if (rec.ok()) {
       auto info = DecodeBlobInfo(*rec);
       if (info.ok() && !(info->flags & kBlobQuarantined)) continue;  // committed meanwhile by another pack
       replace = true;
-      if (info.ok()) old_chunks = info->chunk_count;
+      if (info.ok()) old = *info;
     } else if (!rec.status().Is(Code::kNotFound)) {
       return rec.status();
     }
-    HOOKFS_RETURN_IF_ERROR(txn.Put(t_.blobs, b.declared.AsKey(), EncodeBlobRecord(b.size, b.chunk_xxh3)));
-    for (uint32_t i = uint32_t(b.chunk_xxh3.size()); i < old_chunks; ++i)
-      HOOKFS_RETURN_IF_ERROR(txn.Del(t_.chunks, ChunkKey(b.declared, i)));
+    HOOKFS_RETURN_IF_ERROR(txn.Put(t_.blobs, b.declared.AsKey(), EncodeBlobRecord(b.size, session_->writer(), b.chunk_xxh3)));
+    // A healed blob's damaged chunks are of another writer: drop them.
+    if (old && old->writer != session_->writer())
+      for (uint32_t i = 0; i < old->chunk_count; ++i)
+        HOOKFS_RETURN_IF_ERROR(txn.Del(t_.chunks, ChunkKey(b.declared, old->writer, i)));
     HOOKFS_ASSIGN_OR_RETURN(bool listed, txn.Has(t_.quarantine, QuarantineKey('b', b.declared)));
     if (replace || listed) healed->emplace_back('b', b.declared);
     committed_blobs_.insert(bi);

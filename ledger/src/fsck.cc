@@ -300,7 +300,7 @@ class Checker {
       }
       for (uint32_t n = 0; idx < info.chunk_count && n < kChunksPerTxn; ++idx, ++n) {
         const size_t want = size_t(std::min<uint64_t>(kChunkSize, info.size - uint64_t(idx) * kChunkSize));
-        auto chunk = view.txn().Get(t_.chunks, ChunkKey(id, idx));
+        auto chunk = view.txn().Get(t_.chunks, ChunkKey(id, info.writer, idx));
         if (!chunk.ok()) {
           if (!chunk.status().Is(Code::kNotFound)) return chunk.status();
           Bad('b', id, "chunk " + std::to_string(idx) + " missing");
@@ -311,7 +311,7 @@ class Checker {
                            " bytes, expected " + std::to_string(want));
           return Status::OK();
         }
-        if (Xxh3_64(chunk->data(), chunk->size()) != lmdb::GetBE64(rec.data() + 16 + 8ull * idx)) {
+        if (Xxh3_64(chunk->data(), chunk->size()) != lmdb::GetBE64(rec.data() + kBlobRecordHeader + 8ull * idx)) {
           Bad('b', id, "chunk " + std::to_string(idx) + " checksum mismatch");
           return Status::OK();
         }
@@ -321,17 +321,29 @@ class Checker {
         Progress("blobs", r_->bytes, total_bytes_);
       }
       if (idx < info.chunk_count) continue;  // next read txn
-      // Chunks beyond the blob's size are leftovers.
+      // Chunks of this blob the record does not use (beyond its size, or of
+      // another writer that no apply in flight owns) are leftovers.
       HOOKFS_ASSIGN_OR_RETURN(Cursor c, Cursor::Open(view.txn(), t_.chunks));
-      HOOKFS_ASSIGN_OR_RETURN(bool found, c.Seek(ChunkKey(id, info.chunk_count)));
-      uint32_t extra = 0;
+      HOOKFS_ASSIGN_OR_RETURN(bool found, c.Seek(id.AsKey()));
+      std::vector<std::string> extra;
       while (found && HasPrefix(c.key(), id.AsKey())) {
-        ++extra;
+        const std::string_view k = c.key();
+        const uint64_t w = k.size() == kChunkKeySize ? lmdb::GetBE64(k.data() + ObjectId::kSize) : 0;
+        const uint32_t i = k.size() == kChunkKeySize ? lmdb::GetBE32(k.data() + ObjectId::kSize + 8) : 0;
+        bool used = k.size() == kChunkKeySize && w == info.writer && i < info.chunk_count;
+        if (!used && k.size() == kChunkKeySize && w != info.writer) {
+          char hex[17];
+          std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)w);
+          std::string pkey(id.AsKey());
+          pkey += hex;
+          HOOKFS_ASSIGN_OR_RETURN(used, view.txn().Has(t_.pending_blob, pkey));  // an apply in flight
+        }
+        if (!used) extra.emplace_back(k);
         HOOKFS_ASSIGN_OR_RETURN(found, c.Next());
       }
-      if (extra) {
-        Problem("chunk", id.Hex(), std::to_string(extra) + " chunk(s) beyond the blob's size", true);
-        extra_chunks_.emplace_back(id, info.chunk_count);
+      if (!extra.empty()) {
+        Problem("chunk", id.Hex(), std::to_string(extra.size()) + " chunk(s) the blob's record does not use", true);
+        for (auto& k : extra) extra_chunks_.push_back(std::move(k));
       }
       break;
     }
@@ -352,7 +364,7 @@ class Checker {
         HOOKFS_ASSIGN_OR_RETURN(bool more, seek.empty() ? c.First() : c.Seek(seek));
         while (more && seen < kBatch) {
           ++seen;
-          if (c.key().size() != ObjectId::kSize + 4) {
+          if (c.key().size() != kChunkKeySize) {
             Problem("chunk", "key of " + std::to_string(c.key().size()) + " bytes", "chunk key is malformed");
             seek = std::string(c.key()) + '\0';
             HOOKFS_ASSIGN_OR_RETURN(more, c.Seek(seek));
@@ -365,7 +377,7 @@ class Checker {
             HOOKFS_ASSIGN_OR_RETURN(bool f, p.Seek(id.AsKey()));
             if (!(f && HasPrefix(p.key(), id.AsKey()))) orphans.push_back(id);
           }
-          seek = std::string(id.AsKey()) + std::string(5, '\xff');  // past every chunk of this id
+          seek = std::string(id.AsKey()) + std::string(kChunkKeySize - ObjectId::kSize + 1, '\xff');  // past every chunk of this id
           HOOKFS_ASSIGN_OR_RETURN(more, c.Seek(seek));
         }
         if (!more) seen = 0;
@@ -781,11 +793,13 @@ class Checker {
     }
     // Stray chunks: beyond a blob's size, or of no blob and no apply in flight.
     HOOKFS_RETURN_IF_ERROR(InBatches(extra_chunks_.size() + orphan_chunks_.size(), [&](Txn& txn, size_t i) {
-      ObjectId id;
-      uint32_t from = 0;
       if (i < extra_chunks_.size()) {
-        std::tie(id, from) = extra_chunks_[i];
-      } else {
+        HOOKFS_RETURN_IF_ERROR(txn.Del(t_.chunks, extra_chunks_[i]));
+        ++r_->chunks_deleted;
+        return Status::OK();
+      }
+      ObjectId id;
+      {
         id = orphan_chunks_[i - extra_chunks_.size()];
         HOOKFS_ASSIGN_OR_RETURN(bool has_blob, txn.Has(t_.blobs, id.AsKey()));
         if (has_blob) return Status::OK();
@@ -796,7 +810,7 @@ class Checker {
       std::vector<std::string> del;
       {
         HOOKFS_ASSIGN_OR_RETURN(Cursor c, Cursor::Open(txn, t_.chunks));
-        HOOKFS_ASSIGN_OR_RETURN(bool more, c.Seek(ChunkKey(id, from)));
+        HOOKFS_ASSIGN_OR_RETURN(bool more, c.Seek(id.AsKey()));
         while (more && HasPrefix(c.key(), id.AsKey())) {
           del.emplace_back(c.key());
           HOOKFS_ASSIGN_OR_RETURN(more, c.Next());
@@ -828,7 +842,7 @@ class Checker {
   std::unordered_map<std::string, std::vector<std::pair<std::string, uint32_t>>> bad_releases_;
   std::unordered_map<ObjectId, TreeMemo> memo_;
   std::unordered_set<ObjectId> flagged_;
-  std::vector<std::pair<ObjectId, uint32_t>> extra_chunks_;
+  std::vector<std::string> extra_chunks_;  // exact chunk keys
   std::vector<ObjectId> orphan_chunks_;
   std::vector<std::string> stale_quarantine_;
   std::set<std::string> hooks_;

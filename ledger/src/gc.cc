@@ -159,7 +159,7 @@ class Collector {
             ObjectId id = ObjectId::FromBytes(c.key().data());
             HOOKFS_ASSIGN_OR_RETURN(bool has_blob, view.txn().Has(t_.blobs, id.AsKey()));
             if (!has_blob) cand_orphans_.push_back(id);
-            seek = std::string(id.AsKey()) + std::string(5, '\xff');
+            seek = std::string(id.AsKey()) + std::string(kChunkKeySize - ObjectId::kSize + 1, '\xff');
           }
           HOOKFS_ASSIGN_OR_RETURN(more, c.Seek(seek));
         }

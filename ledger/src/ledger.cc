@@ -374,7 +374,8 @@ Result<std::vector<T>> ScanPrefix(const Store* s, MDB_dbi dbi, const std::string
   HOOKFS_ASSIGN_OR_RETURN(ReadView view, s->Read());
   HOOKFS_ASSIGN_OR_RETURN(Cursor c, Cursor::Open(view.txn(), dbi));
   std::vector<T> out;
-  HOOKFS_ASSIGN_OR_RETURN(bool more, c.Seek(prefix));
+  // LMDB refuses an empty key (MDB_BAD_VALSIZE): the whole table starts at First.
+  HOOKFS_ASSIGN_OR_RETURN(bool more, prefix.empty() ? c.First() : c.Seek(prefix));
   while (more && HasPrefix(c.key(), prefix)) {
     HOOKFS_ASSIGN_OR_RETURN(T v, decode(c.key(), c.value()));
     out.push_back(std::move(v));

@@ -30,6 +30,12 @@ std::string PendingSessionKey(std::string_view session, const ObjectId& id) {
 }
 }  // namespace
 
+uint64_t SessionWriter(std::string_view session) {
+  uint64_t w = 0;
+  for (char c : session) w = w << 4 | uint64_t(c <= '9' ? c - '0' : c - 'a' + 10);
+  return w;
+}
+
 Status ReclaimSession(const Tables& t, lmdb::Txn& txn, std::string_view session) {
   HOOKFS_ASSIGN_OR_RETURN(lmdb::Cursor c, lmdb::Cursor::Open(txn, t.pending_session));
   std::vector<std::pair<ObjectId, uint32_t>> mine;
@@ -39,15 +45,19 @@ Status ReclaimSession(const Tables& t, lmdb::Txn& txn, std::string_view session)
     mine.emplace_back(ObjectId::FromBytes(c.key().data() + session.size()), lmdb::GetBE32(c.value().data()));
     HOOKFS_ASSIGN_OR_RETURN(more, c.Next());
   }
+  const uint64_t writer = SessionWriter(session);
   for (const auto& [id, chunks] : mine) {
     HOOKFS_RETURN_IF_ERROR(txn.Del(t.pending_session, PendingSessionKey(session, id)));
     HOOKFS_RETURN_IF_ERROR(txn.Del(t.pending_blob, PendingBlobKey(id, session)));
-    HOOKFS_ASSIGN_OR_RETURN(bool committed, txn.Has(t.blobs, id.AsKey()));
-    if (committed) continue;
-    HOOKFS_ASSIGN_OR_RETURN(lmdb::Cursor other, lmdb::Cursor::Open(txn, t.pending_blob));
-    HOOKFS_ASSIGN_OR_RETURN(bool found, other.Seek(id.AsKey()));
-    if (found && other.key().substr(0, ObjectId::kSize) == id.AsKey()) continue;  // another session needs them
-    for (uint32_t i = 0; i < chunks; ++i) HOOKFS_RETURN_IF_ERROR(txn.Del(t.chunks, ChunkKey(id, i)));
+    auto rec = txn.Get(t.blobs, id.AsKey());
+    if (rec.ok()) {
+      auto info = DecodeBlobInfo(*rec);
+      if (info.ok() && info->writer == writer) continue;  // committed: the record uses these chunks
+    } else if (!rec.status().Is(Code::kNotFound)) {
+      return rec.status();
+    }
+    // Keyed by this session's writer tag: nobody else's bytes are touched.
+    for (uint32_t i = 0; i < chunks; ++i) HOOKFS_RETURN_IF_ERROR(txn.Del(t.chunks, ChunkKey(id, writer, i)));
   }
   return Status::OK();
 }
@@ -58,7 +68,7 @@ Result<std::unique_ptr<ChunkSession>> ChunkSession::Begin(Store* store) {
   char id[17];
   for (int i = 0; i < 8; ++i) std::snprintf(id + 2 * i, 3, "%02x", rnd[i]);
   HOOKFS_ASSIGN_OR_RETURN(int fd, store->CreateStagingFile(std::string("session-") + id + ".lock"));
-  return std::unique_ptr<ChunkSession>(new ChunkSession(store, id, fd));
+  return std::unique_ptr<ChunkSession>(new ChunkSession(store, id, SessionWriter(id), fd));
 }
 
 ChunkSession::~ChunkSession() {
@@ -109,7 +119,7 @@ Result<bool> ChunkSession::BeginBlob(const ObjectId& id, uint64_t size) {
 Status ChunkSession::PutChunk(const ObjectId& id, uint32_t index, const void* data, size_t len) {
   HOOKFS_RETURN_IF_ERROR(store_->Inject("chunk"));
   HOOKFS_RETURN_IF_ERROR(EnsureBatch());
-  HOOKFS_ASSIGN_OR_RETURN(char* dst, batch_.Reserve(store_->tables().chunks, ChunkKey(id, index), len));
+  HOOKFS_ASSIGN_OR_RETURN(char* dst, batch_.Reserve(store_->tables().chunks, ChunkKey(id, writer_, index), len));
   std::memcpy(dst, data, len);
   ++chunks_written_;
   batch_bytes_ += len;

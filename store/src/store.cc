@@ -31,20 +31,23 @@ void TuneAllocatorForApply() {
   ::mallopt(M_TRIM_THRESHOLD, 128 << 20);
 }
 
-std::string ChunkKey(const ObjectId& id, uint32_t index) {
+std::string ChunkKey(const ObjectId& id, uint64_t writer, uint32_t index) {
   std::string k(id.AsKey());
+  lmdb::PutBE64(&k, writer);
   lmdb::PutBE32(&k, index);
   return k;
 }
 
 uint32_t ChunkCount(uint64_t size) { return uint32_t((size + kChunkSize - 1) / kChunkSize); }
 
-// BlobRecord := u64be size | u32be chunk_size | u32be flags | u64be xxh3[chunks]
-std::string EncodeBlobRecord(uint64_t size, const std::vector<uint64_t>& chunk_xxh3) {
+// BlobRecord := u64be size | u32be chunk_size | u32be flags | u64be writer
+//               | u64be xxh3[chunks]
+std::string EncodeBlobRecord(uint64_t size, uint64_t writer, const std::vector<uint64_t>& chunk_xxh3) {
   std::string r;
   lmdb::PutBE64(&r, size);
   lmdb::PutBE32(&r, uint32_t(kChunkSize));
   lmdb::PutBE32(&r, 0);
+  lmdb::PutBE64(&r, writer);
   for (uint64_t h : chunk_xxh3) lmdb::PutBE64(&r, h);
   return r;
 }
@@ -64,13 +67,14 @@ std::string QuarantineKey(char kind, const ObjectId& id) {
 }
 
 Result<BlobInfo> DecodeBlobInfo(std::string_view rec) {
-  if (rec.size() < 16) return Status::Corruption("blob record too short");
+  if (rec.size() < kBlobRecordHeader) return Status::Corruption("blob record too short");
   BlobInfo info;
   info.size = lmdb::GetBE64(rec.data());
   if (lmdb::GetBE32(rec.data() + 8) != kChunkSize) return Status::Corruption("blob record has a foreign chunk size");
   info.flags = lmdb::GetBE32(rec.data() + 12);
+  info.writer = lmdb::GetBE64(rec.data() + 16);
   info.chunk_count = ChunkCount(info.size);
-  if (rec.size() != 16 + 8ull * info.chunk_count) return Status::Corruption("blob record length does not match its size");
+  if (rec.size() != kBlobRecordHeader + 8ull * info.chunk_count) return Status::Corruption("blob record length does not match its size");
   return info;
 }
 
@@ -126,14 +130,14 @@ Status ReadView::ReadBlob(const ObjectId& id, uint64_t offset, size_t len,
   for (uint64_t idx = offset / kChunkSize; idx * kChunkSize < end; ++idx) {
     uint64_t chunk_start = idx * kChunkSize;
     size_t chunk_len = size_t(std::min<uint64_t>(kChunkSize, info.size - chunk_start));
-    auto chunk = txn_.Get(tables_->chunks, ChunkKey(id, uint32_t(idx)));
+    auto chunk = txn_.Get(tables_->chunks, ChunkKey(id, info.writer, uint32_t(idx)));
     Status st;
     if (!chunk.ok()) {
       st = chunk.status().Is(Code::kNotFound) ? Status::Corruption("chunk missing") : chunk.status();
     } else if (chunk->size() != chunk_len) {
       st = Status::Corruption("chunk has " + std::to_string(chunk->size()) + " bytes, expected " +
                               std::to_string(chunk_len));
-    } else if (Xxh3_64(chunk->data(), chunk->size()) != lmdb::GetBE64(rec->data() + 16 + 8 * idx)) {
+    } else if (Xxh3_64(chunk->data(), chunk->size()) != lmdb::GetBE64(rec->data() + kBlobRecordHeader + 8 * idx)) {
       st = Status::Corruption("checksum mismatch");
     }
     if (!st.ok()) {

@@ -2,8 +2,12 @@
 //
 // A store directory holds data.mdb and lock.mdb (one LMDB environment) and
 // staging/ (pack spool files and chunk-session locks). Objects:
-//   blobs   id -> BlobRecord (size, chunk size, flags, XXH3-64 per chunk)
-//   chunks  id ++ u32be index -> raw bytes (kChunkSize, the last one shorter)
+//   blobs   id -> BlobRecord (size, chunk size, flags, writer, XXH3-64 per chunk)
+//   chunks  id ++ u64be writer ++ u32be index -> raw bytes (kChunkSize, the
+//           last one shorter). `writer` is the chunk session that streamed
+//           them; the blob record names the one whose chunks it uses, so two
+//           applies streaming the same blob at once never touch each
+//           other's bytes (a poisoned copy cannot overwrite a good one).
 //   trees   id -> u64 XXH3-64 ++ canonical tree bytes
 // A blob record is written only in the same txn that commits a release
 // reaching it, after all of its chunks are durable; so a blob record implies
@@ -70,11 +74,14 @@ struct BlobInfo {
   uint64_t size = 0;
   uint32_t chunk_count = 0;
   uint32_t flags = 0;
+  uint64_t writer = 0;  // the chunk session whose chunks hold the content
 };
 
-std::string ChunkKey(const ObjectId& id, uint32_t index);
+std::string ChunkKey(const ObjectId& id, uint64_t writer, uint32_t index);
+inline constexpr size_t kChunkKeySize = ObjectId::kSize + 8 + 4;
+inline constexpr size_t kBlobRecordHeader = 24;  // then u64be XXH3 per chunk
 uint32_t ChunkCount(uint64_t size);
-std::string EncodeBlobRecord(uint64_t size, const std::vector<uint64_t>& chunk_xxh3);
+std::string EncodeBlobRecord(uint64_t size, uint64_t writer, const std::vector<uint64_t>& chunk_xxh3);
 Result<BlobInfo> DecodeBlobInfo(std::string_view rec);
 // The record `rec` with its flags word replaced (rec must be >= 16 bytes).
 std::string WithBlobFlags(std::string_view rec, uint32_t flags);
@@ -197,17 +204,19 @@ class ChunkSession {
   Status Abort();
 
   uint64_t chunks_written() const { return chunks_written_; }
+  uint64_t writer() const { return writer_; }
   const std::string& id() const { return id_; }
 
  private:
-  ChunkSession(Store* s, std::string id, int lock_fd)
-      : store_(s), id_(std::move(id)), lock_fd_(lock_fd) {}
+  ChunkSession(Store* s, std::string id, uint64_t writer, int lock_fd)
+      : store_(s), id_(std::move(id)), writer_(writer), lock_fd_(lock_fd) {}
   void CloseLock();
   Status EnsureBatch();
   Status Register(const ObjectId& id, uint32_t chunks);
 
   Store* store_;
-  std::string id_;
+  std::string id_;    // 16 hex digits of writer_
+  uint64_t writer_;
   int lock_fd_;
   lmdb::Txn batch_;
   uint64_t batch_bytes_ = 0;
@@ -215,7 +224,10 @@ class ChunkSession {
   bool done_ = false;
 };
 
-// Reclaims one session's chunks inside `txn` (shared by Abort and recovery).
+// A session id (16 hex digits) as the writer tag of its chunk keys.
+uint64_t SessionWriter(std::string_view session);
+// Reclaims one session's chunks inside `txn` (shared by Abort and recovery):
+// all of them but those a blob record names as its content.
 Status ReclaimSession(const Tables& t, lmdb::Txn& txn, std::string_view session);
 
 }  // namespace hookfs
