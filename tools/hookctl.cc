@@ -68,6 +68,8 @@ int CmdPack(const std::string& dir, PackOptions o, const std::string& against, s
     fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return Fail(Status::FromErrno(errno, "create " + tmp));
   }
+  // A pipe's default 64 KiB makes pack | apply switch context every 64 KiB.
+  if (out == "-") ::fcntl(fd, F_SETPIPE_SZ, 1 << 20);
   FdSink sink(fd, out == "-" ? "stdout" : tmp);
   auto stats = BuildPack(dir, o, &sink);
   Status st = stats.ok() ? sink.Flush() : stats.status();
@@ -161,6 +163,7 @@ int CmdApply(const std::string& store_dir, const std::string& file) {
   ApplyReport report;
   if (file == "-") {
     opts.pack_name = "stdin";
+    ::fcntl(STDIN_FILENO, F_SETPIPE_SZ, 1 << 20);  // no-op unless stdin is a pipe
     report = ApplyPack(&ledger, STDIN_FILENO, opts);  // streamed: read once, in order
   } else {
     report = ApplyPackFile(&ledger, file, opts);
