@@ -242,6 +242,55 @@ TEST(Pack, DigestDependsOnContentOnlyNotOnClientFields) {
   EXPECT_NE(rc->digest, ra->digest);
 }
 
+// The hash cache skips unchanged files and never trusts a changed one.
+TEST(Pack, HashCacheSkipsUnchangedFilesAndSeesEveryChange) {
+  TempDir dir;
+  MakeGoldenTree(dir / "src");
+  PackOptions o;
+  o.hook = "golden";
+  o.hash_cache_dir = dir / "cache";
+  o.hash_cache_settle_ns = 0;  // test files are brand new; trust them at once
+  StringSink plain, first, second, third;
+  PackOptions no_cache = o;
+  no_cache.hash_cache_dir.clear();
+  auto ref = BuildPack(dir / "src", no_cache, &plain);
+  auto a = BuildPack(dir / "src", o, &first);
+  ASSERT_TRUE(ref.ok() && a.ok());
+  EXPECT_EQ(a->files_hashed, 6u);
+  auto b = BuildPack(dir / "src", o, &second);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->files_hashed, 0u) << "unchanged files were hashed again";
+  EXPECT_EQ(b->digest, ref->digest);
+  EXPECT_EQ(second.out, plain.out);
+  // Same size, new bytes: ctime moves, so the file is hashed again.
+  test::WriteFile(dir / "src/etc/app.conf", "name = GOLDEN\n");
+  auto c = BuildPack(dir / "src", o, &third);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->files_hashed, 1u);
+  EXPECT_NE(c->digest, ref->digest);
+  StringSink check;
+  auto fresh = BuildPack(dir / "src", no_cache, &check);
+  EXPECT_EQ(c->digest, fresh->digest);
+}
+
+TEST(Pack, YoungFilesAreNotCachedAndABrokenCacheIsIgnored) {
+  TempDir dir;
+  MakeGoldenTree(dir / "src");
+  PackOptions o;
+  o.hook = "golden";
+  o.hash_cache_dir = dir / "cache";  // default settle window: these files are too young
+  StringSink s1, s2;
+  ASSERT_TRUE(BuildPack(dir / "src", o, &s1).ok());
+  auto again = BuildPack(dir / "src", o, &s2);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->files_hashed, 6u);
+  test::WriteFile(dir / "cache/hashes.mdb", "this is not an LMDB file at all");
+  StringSink s3;
+  auto broken = BuildPack(dir / "src", o, &s3);
+  ASSERT_TRUE(broken.ok()) << broken.status().ToString();
+  EXPECT_EQ(broken->digest, again->digest);
+}
+
 TEST(Pack, PackerRefusesSpecialFilesAndBadHookNames) {
   TempDir dir;
   test::WriteFile(dir / "src/a", "a");

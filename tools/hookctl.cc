@@ -23,6 +23,7 @@
 #include "hookfs/ledger.h"
 #include "hookfs/pack.h"
 #include "hookfs/store.h"
+#include "hash_cache.h"
 #include "packer.h"
 
 namespace hookfs {
@@ -82,8 +83,9 @@ int CmdPack(const std::string& dir, PackOptions o, const std::string& against, s
   if (!st.ok()) return Fail(st);
   std::FILE* info = out == "-" ? stderr : stdout;
   std::fprintf(info, "%s\n", stats->digest.Hex().c_str());
-  std::fprintf(stderr, "%s: %llu files, %llu bytes; packed %llu blobs and %llu trees%s\n", o.hook.c_str(),
-               (unsigned long long)stats->files, (unsigned long long)stats->bytes,
+  std::fprintf(stderr, "%s: %llu files (%llu hashed), %llu bytes; packed %llu blobs and %llu trees%s\n",
+               o.hook.c_str(), (unsigned long long)stats->files, (unsigned long long)stats->files_hashed,
+               (unsigned long long)stats->bytes,
                (unsigned long long)stats->blobs_written, (unsigned long long)stats->trees_written,
                o.has ? (", omitted " + std::to_string(stats->blobs_omitted) + " blobs and " +
                         std::to_string(stats->trees_omitted) + " trees the store has").c_str()
@@ -333,6 +335,10 @@ int main(int argc, char** argv) {
   pack->add_flag("--no-advance", po.no_advance, "do not move live to the new release");
   pack->add_option("--against", against, "mounted hookfs: omit objects it already has (thin pack)");
   pack->add_option("-o,--output", out, "output file, or - for stdout (default: stdout when it is not a terminal)");
+  bool no_cache = false;
+  pack->add_flag("--no-cache", no_cache,
+                 "hash every file; by default ids are remembered by inode and timestamps in "
+                 "$HOOKFS_HASH_CACHE or ${XDG_CACHE_HOME:-~/.cache}/hookfs");
   pack->add_option("DIR", pack_dir, "directory to pack")->required();
 
   std::string inspect_file;
@@ -365,7 +371,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (*fsck) return CmdFsck(store_dir, repair, fsck_json);
   if (*gc) return CmdGc(store_dir, gc_json);
-  if (*pack) return CmdPack(pack_dir, po, against, out);
+  if (*pack) {
+    if (!no_cache) po.hash_cache_dir = HashCache::DefaultDir();
+    return CmdPack(pack_dir, po, against, out);
+  }
   if (*inspect) return CmdInspect(inspect_file);
   if (*apply) return CmdApply(store_dir, apply_file);
   if (*show) return CmdShow(store_dir, show_what);

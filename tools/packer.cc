@@ -16,6 +16,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "hash_cache.h"
 #include "hookfs/hash.h"
 #include "hookfs/tree.h"
 
@@ -32,6 +33,7 @@ struct Node {
   uint64_t size = 0;
   std::string target;
   ObjectId id;
+  struct stat st {};  // files: for the hash cache
   std::vector<std::unique_ptr<Node>> children;
 };
 
@@ -65,6 +67,7 @@ Status Scan(Node* dir, size_t depth, std::vector<Node*>* files) {
     if (S_ISREG(st.st_mode)) {
       n->type = (st.st_mode & 0111) ? EntryType::kExecutable : EntryType::kFile;
       n->size = uint64_t(st.st_size);
+      n->st = st;
       files->push_back(n.get());
     } else if (S_ISDIR(st.st_mode)) {
       n->type = EntryType::kDirectory;
@@ -116,8 +119,10 @@ class Progress {
   std::chrono::steady_clock::time_point last_{};
 };
 
-Status HashFiles(const std::vector<Node*>& files, unsigned threads, Progress* progress) {
+Status HashFiles(const std::vector<Node*>& files, unsigned threads, Progress* progress, HashCache* cache,
+                  uint64_t* hashed) {
   std::atomic<size_t> next{0};
+  std::atomic<uint64_t> count{0};
   std::mutex mu;
   Status first_error;
   auto work = [&] {
@@ -125,6 +130,14 @@ Status HashFiles(const std::vector<Node*>& files, unsigned threads, Progress* pr
     Sha256 sha;
     for (size_t i = next++; i < files.size(); i = next++) {
       Node* n = files[i];
+      if (cache) {
+        if (auto id = cache->Get(n->st)) {
+          n->id = *id;
+          progress->Add(n->size, "hashing");
+          continue;
+        }
+      }
+      ++count;
       FdOwner fd(::open(n->path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
       Status st;
       uint64_t total = 0;
@@ -150,6 +163,12 @@ Status HashFiles(const std::vector<Node*>& files, unsigned threads, Progress* pr
         continue;
       }
       n->id = sha.Finish();
+      // Trust the id only if the file did not change while we read it.
+      struct stat after;
+      if (cache && ::fstat(fd.get(), &after) == 0 && after.st_mtim.tv_sec == n->st.st_mtim.tv_sec &&
+          after.st_mtim.tv_nsec == n->st.st_mtim.tv_nsec && after.st_ctim.tv_sec == n->st.st_ctim.tv_sec &&
+          after.st_ctim.tv_nsec == n->st.st_ctim.tv_nsec)
+        cache->Put(n->st, n->id);
     }
   };
   threads = std::max(1u, std::min<unsigned>(threads, unsigned(std::max<size_t>(files.size(), 1))));
@@ -157,6 +176,7 @@ Status HashFiles(const std::vector<Node*>& files, unsigned threads, Progress* pr
   for (unsigned t = 1; t < threads; ++t) pool.emplace_back(work);
   work();
   for (auto& t : pool) t.join();
+  *hashed = count;
   return first_error;
 }
 
@@ -244,9 +264,12 @@ Result<PackStats> BuildPack(const std::string& dir, const PackOptions& o, ByteSi
   for (const Node* f : files) total += f->size;
   Progress progress(o.progress, total);
   unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
-  HOOKFS_RETURN_IF_ERROR(HashFiles(files, threads, &progress));
-
+  std::unique_ptr<HashCache> cache;
+  if (!o.hash_cache_dir.empty()) cache = HashCache::Open(o.hash_cache_dir, o.hash_cache_settle_ns);
   PackStats stats;
+  HOOKFS_RETURN_IF_ERROR(HashFiles(files, threads, &progress, cache.get(), &stats.files_hashed));
+  if (cache) cache->Save();
+
   Emit all;
   HOOKFS_RETURN_IF_ERROR(BuildTrees(&root, &all, &stats));
   stats.digest = root.id;

@@ -27,6 +27,9 @@ struct PackOptions {
   // For a thin pack: true if the target store already has this object.
   std::function<bool(const ObjectId& id, bool is_tree)> has;
   unsigned threads = 0;   // 0: one per core
+  // Remember file ids by inode and timestamps (hash_cache.h); empty: off.
+  std::string hash_cache_dir;
+  int64_t hash_cache_settle_ns = 2'000'000'000;
   bool progress = false;  // a progress line on stderr
 };
 
@@ -36,6 +39,7 @@ struct PackStats {
   uint64_t blobs_written = 0, blobs_omitted = 0;
   uint64_t trees_written = 0, trees_omitted = 0;
   uint64_t pack_bytes = 0;
+  uint64_t files_hashed = 0;  // the rest came from the hash cache
 };
 
 Result<PackStats> BuildPack(const std::string& dir, const PackOptions& options, ByteSink* out);
