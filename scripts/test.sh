@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Builds hookfs and runs every test: the full suite (unit + mount) on the
-# release build, then the unit tests again under AddressSanitizer and
-# UndefinedBehaviorSanitizer, then the pack fuzzer (clang libFuzzer) for a
-# bounded time (FUZZ_SECONDS, default 90). Run as root on Debian 12.
+# Builds hookfs and runs every test. Run as root on Debian 12.
+#  1. the pack fuzzer (clang libFuzzer + ASan + UBSan) for FUZZ_SECONDS (90);
+#  2. the unit tests under AddressSanitizer and UndefinedBehaviorSanitizer;
+#  3. the whole suite on the release build: unit, pack-format spec, mount
+#     (real FUSE mounts driven with real tools) and service tests.
+# The release suite runs last, so its ctest summary closes the output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 jobs=$(nproc)
-cmake --preset default >/dev/null
-cmake --build --preset default -j "$jobs"
-ctest --preset default -j "$jobs" --timeout 600
+FUZZ_SECONDS=${FUZZ_SECONDS:-90} bash tests/fuzz/run.sh
 cmake --preset asan >/dev/null
 cmake --build --preset asan -j "$jobs" --target unit_tests
 ctest --preset asan -j "$jobs" --timeout 900
-FUZZ_SECONDS=${FUZZ_SECONDS:-90} bash tests/fuzz/run.sh
+cmake --preset default >/dev/null
+cmake --build --preset default -j "$jobs"
+ctest --preset default -j "$jobs" --timeout 600
