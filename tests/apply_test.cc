@@ -31,11 +31,7 @@ using test::PackSpec;
 using test::TempDir;
 using Kind = ReleaseOutcome::Kind;
 
-std::string Big(size_t n, char seed) {
-  std::string s(n, '\0');
-  for (size_t i = 0; i < n; ++i) s[i] = char(seed + (i * 131) % 251);
-  return s;
-}
+using test::Big;
 
 // Entries of one table, read with plain LMDB so that no recovery runs.
 size_t RawEntries(const std::string& dir, const char* table) {

@@ -36,6 +36,12 @@ void WriteFile(const std::string& path, std::string_view content, int mode) {
   ::chmod(path.c_str(), mode_t(mode));
 }
 
+std::string Big(size_t n, char seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = char(seed + (i * 131) % 251);
+  return s;
+}
+
 std::string ReadFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   std::stringstream ss;

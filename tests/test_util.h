@@ -27,6 +27,8 @@ class TempDir {
 };
 
 void WriteFile(const std::string& path, std::string_view content, int mode = 0644);
+// n deterministic bytes that differ with `seed`.
+std::string Big(size_t n, char seed);
 std::string ReadFile(const std::string& path);
 
 TreeEntry File(std::string name, std::string_view content, bool exec = false);

@@ -217,31 +217,9 @@ class Checker {
     if (o_.progress) o_.progress(phase, done, total);
   }
 
-  // Visits every record of `dbi` in key order, `kBatch` per read txn, on
-  // copies (so `fn` may open txns of its own). Values only if `values`.
   Status ForEach(MDB_dbi dbi, bool values,
                  const std::function<Status(const std::string& k, const std::string& v)>& fn) {
-    std::string last;
-    bool started = false;
-    for (;;) {
-      std::vector<std::pair<std::string, std::string>> batch;
-      {
-        HOOKFS_ASSIGN_OR_RETURN(ReadView view, s_->Read());
-        HOOKFS_ASSIGN_OR_RETURN(Cursor c, Cursor::Open(view.txn(), dbi));
-        HOOKFS_ASSIGN_OR_RETURN(bool more, started ? c.Seek(last) : c.First());
-        if (more && started && c.key() == last) {
-          HOOKFS_ASSIGN_OR_RETURN(more, c.Next());
-        }
-        while (more && batch.size() < kBatch) {
-          batch.emplace_back(std::string(c.key()), values ? std::string(c.value()) : std::string());
-          HOOKFS_ASSIGN_OR_RETURN(more, c.Next());
-        }
-      }
-      if (batch.empty()) return Status::OK();
-      for (const auto& [k, v] : batch) HOOKFS_RETURN_IF_ERROR(fn(k, v));
-      last = batch.back().first;
-      started = true;
-    }
+    return s_->ScanTable(dbi, values, kBatch, fn);
   }
 
   Status CheckMeta() {

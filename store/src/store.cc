@@ -272,6 +272,31 @@ Status Store::CheckOrInitFormat() {
   return txn.Commit().Context(where);
 }
 
+Status Store::ScanTable(MDB_dbi dbi, bool values, size_t batch,
+                        const std::function<Status(const std::string&, const std::string&)>& fn) const {
+  std::string last;
+  bool started = false;
+  for (;;) {
+    std::vector<std::pair<std::string, std::string>> records;
+    {
+      HOOKFS_ASSIGN_OR_RETURN(ReadView view, Read());
+      HOOKFS_ASSIGN_OR_RETURN(lmdb::Cursor c, lmdb::Cursor::Open(view.txn(), dbi));
+      HOOKFS_ASSIGN_OR_RETURN(bool more, started ? c.Seek(last) : c.First());
+      if (more && started && c.key() == last) {
+        HOOKFS_ASSIGN_OR_RETURN(more, c.Next());
+      }
+      while (more && records.size() < batch) {
+        records.emplace_back(std::string(c.key()), values ? std::string(c.value()) : std::string());
+        HOOKFS_ASSIGN_OR_RETURN(more, c.Next());
+      }
+    }
+    if (records.empty()) return Status::OK();
+    for (const auto& [k, v] : records) HOOKFS_RETURN_IF_ERROR(fn(k, v));
+    last = records.back().first;
+    started = true;
+  }
+}
+
 Result<ReadView> Store::Read() const {
   HOOKFS_ASSIGN_OR_RETURN(lmdb::Txn txn, lmdb::Txn::Begin(env_, false));
   return ReadView(std::move(txn), &tables_);

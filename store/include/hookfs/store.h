@@ -150,6 +150,13 @@ class Store {
   bool exclusive() const { return options_.exclusive; }
 
   Result<ReadView> Read() const;
+
+  // Visits every record of `dbi` in key order, `batch` records per short
+  // read txn, on copies: `fn` may open txns of its own, and no snapshot is
+  // held for long (a long reader pins old pages and grows the file).
+  // `values` false hands `fn` empty values.
+  Status ScanTable(MDB_dbi dbi, bool values, size_t batch,
+                   const std::function<Status(const std::string& key, const std::string& value)>& fn) const;
   Result<lmdb::Txn> BeginWrite() const { return lmdb::Txn::Begin(env_, true); }
 
   // Creates staging/NAME (O_EXCL) already holding an exclusive flock, so that
