@@ -1,22 +1,25 @@
 // hookfs: mount a hookfs store (DESIGN.md §2–§4, docs/mount.md).
 //
-//   hookfs [--store DIR] [-f] [-o allow_other,publish_group=G,run_group=G,...]
-//          [--log-level L] MOUNTPOINT
+//   hookfs [--config FILE] [--store DIR] [-f] [-o allow_other,publish_group=G,run_group=G,...]
+//          [--log-level L] [--threads N] [--unmount-stale] [MOUNTPOINT]
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <climits>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "hookfs/ledger.h"
@@ -69,20 +72,34 @@ hookfs::Result<Opened> OpenStore(const std::string& dir) {
   return o;
 }
 
+std::string StatusLine(const hookfs::Ledger* ledger, const std::string& store, const std::string& mnt) {
+  auto hooks = ledger->ListHooks();
+  std::string n = hooks.ok() ? std::to_string(hooks->size()) : "?";
+  return "serving " + store + " on " + mnt + ": " + n + " hooks";
+}
+
 int Run(int argc, char** argv) {
-  CLI::App app{"hookfs: mount a hookfs store"};
-  std::string store_dir, mountpoint, log_level = "info";
-  bool foreground = false, debug = false;
+  CLI::App app{"hookfs: mount a hookfs store (hookfs(8), docs/service.md)"};
+  std::string config_path, store_dir, mountpoint, log_level = "info";
+  bool foreground = false, debug = false, unmount_stale = false;
   std::vector<std::string> opts;
   unsigned threads = 8;
+  app.add_option("--config", config_path,
+                 "configuration file: key = value lines (store, mountpoint, publish_group, run_group, "
+                 "log_level, allow_other, threads); command-line options override it. No default: the "
+                 "systemd unit passes /etc/hookfs/hookfs.conf");
   app.add_option("--store", store_dir, "store directory (default: $HOOKFS_STORE, /var/lib/hookfs as root, else ~/.local/share/hookfs)");
-  app.add_flag("-f,--foreground", foreground, "stay in the foreground");
+  app.add_flag("-f,--foreground", foreground, "stay in the foreground (systemd uses this)");
   app.add_flag("-d,--debug", debug, "libfuse debug output (implies -f)");
-  app.add_option("-o", opts, "mount options: allow_other,publish_group=G,run_group=G,...")->take_all();
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+  app.add_option("-o", opts, "mount options: allow_other,publish_group=G,run_group=G,... (others go to libfuse)")->take_all()->allow_extra_args(false);
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off (default info)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
-  app.add_option("--threads", threads, "FUSE worker threads")->check(CLI::Range(1u, 64u));
-  app.add_option("MOUNTPOINT", mountpoint, "where to mount")->required();
+  app.add_option("--threads", threads, "FUSE worker threads (default 8)")->check(CLI::Range(1u, 64u));
+  app.add_flag("--unmount-stale", unmount_stale,
+               "clear a stale mount a dead daemon left on the mountpoint (fusermount3 -uz), then exit");
+  app.add_option("MOUNTPOINT", mountpoint, "where to mount (default: mountpoint = in --config)");
+  app.footer("Logs go to stderr; with sd-daemon priority prefixes (<3> error ... <7> debug) when stderr is "
+             "the journal (JOURNAL_STREAM). Sends READY=1, STATUS= and STOPPING=1 to $NOTIFY_SOCKET.");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -90,17 +107,47 @@ int Run(int argc, char** argv) {
   }
   if (debug) foreground = true;
 
-  auto logger = spdlog::stderr_color_mt("hookfs");
-  spdlog::set_default_logger(logger);
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  hookfs::fs::SetupLogging(hookfs::fs::StderrIsJournal());
+  spdlog::set_level(spdlog::level::info);
+
+  // The configuration file first, then the command line over it.
+  hookfs::fs::ServiceConfig cfg;
+  if (!config_path.empty()) {
+    auto c = hookfs::fs::ReadConfigFile(config_path);
+    if (!c.ok()) {
+      spdlog::error("{}", c.status().message());
+      return 2;
+    }
+    cfg = std::move(c).value();
+  }
+  if (app.count("--store") == 0 && cfg.store) store_dir = *cfg.store;
+  bool mountpoint_from_config = false;
+  if (mountpoint.empty() && cfg.mountpoint) {
+    mountpoint = *cfg.mountpoint;
+    mountpoint_from_config = true;
+  }
+  if (app.count("--log-level") == 0 && cfg.log_level) log_level = *cfg.log_level;
+  if (app.count("--threads") == 0 && cfg.threads) threads = *cfg.threads;
   spdlog::set_level(spdlog::level::from_str(log_level));
-  spdlog::flush_on(spdlog::level::info);
+  if (mountpoint.empty()) {
+    spdlog::error("no mountpoint: give MOUNTPOINT, or mountpoint = in a --config file");
+    return 2;
+  }
+
+  if (unmount_stale) {
+    hookfs::Status st = hookfs::fs::RecoverStaleMount(mountpoint);
+    if (!st.ok()) spdlog::error("{}", st.ToString());
+    return st.ok() ? 0 : 1;
+  }
 
   auto mo = hookfs::fs::ParseMountOptions(opts);
   if (!mo.ok()) {
     spdlog::error("{}", mo.status().message());
     return 2;
   }
+  if (cfg.allow_other.value_or(false)) mo->allow_other = true;
+  if (!mo->publish_group) mo->publish_group = cfg.publish_group;
+  if (!mo->run_group) mo->run_group = cfg.run_group;
   hookfs::fs::Policy policy;
   policy.owner_uid = ::getuid();
   policy.owner_gid = ::getgid();
@@ -118,6 +165,17 @@ int Run(int argc, char** argv) {
   if (store_dir.empty()) store_dir = hookfs::Store::DefaultDir();
   std::error_code ec;
   store_dir = std::filesystem::absolute(store_dir, ec).string();
+
+  // A service's mountpoint (from the configuration) is made when missing:
+  // tmpfiles.d makes only the default one, not those of hookfs@NAME.
+  if (mountpoint_from_config && ::access(mountpoint.c_str(), F_OK) != 0 && errno == ENOENT) {
+    if (::mkdir(mountpoint.c_str(), 0755) == 0) {
+      spdlog::info("created mountpoint {}", mountpoint);
+    } else {
+      spdlog::error("mkdir {}: {}", mountpoint, std::strerror(errno));
+      return 1;
+    }
+  }
 
   hookfs::Status st = hookfs::fs::RecoverStaleMount(mountpoint);
   if (!st.ok()) {
@@ -144,9 +202,19 @@ int Run(int argc, char** argv) {
     opened = std::move(o).value();
   }
 
+  // After every publish: STATUS= with the new hook count (only under systemd).
+  const bool notify = std::getenv("NOTIFY_SOCKET") != nullptr;
   hookfs::fs::FsOptions fo;
   fo.policy = policy;
+  if (notify) {
+    fo.after_publish = [&opened, &store_dir, &mountpoint] {
+      hookfs::fs::Notify("STATUS=" + StatusLine(opened.ledger.get(), store_dir, mountpoint));
+    };
+  }
   hookfs::fs::HookFs fs(fo);
+  // Joined after the session is unmounted and destroyed (declared before it):
+  // its statfs then fails with ENOTCONN if the loop never served it.
+  std::jthread ready;
 
   FuseArgs fa;
   fa.Add(argv[0]);
@@ -189,16 +257,31 @@ int Run(int argc, char** argv) {
     opened = std::move(o).value();
   }
   fs.Attach(opened.store.get(), opened.ledger.get(), opened.incoming.get());
-  spdlog::info("hookfs: {} mounted on {} (uid {}, allow_other {}, {} threads)", store_dir,
-               mountpoint, policy.owner_uid, mo->allow_other, threads);
+  spdlog::info("hookfs: {} mounted on {} (uid {}, allow_other {}, publish_group {}, run_group {}, "
+               "{} threads{}{})", store_dir, mountpoint, policy.owner_uid, mo->allow_other,
+               mo->publish_group.value_or("-"), mo->run_group.value_or("-"), threads,
+               config_path.empty() ? "" : ", config ", config_path);
+
+  // READY=1 once the kernel gets answers from this mount: a statfs through it
+  // returns only when a loop thread has served INIT and STATFS.
+  ready = std::jthread([&opened, store_dir, mountpoint] {
+    if (!hookfs::fs::WaitUntilServing(mountpoint)) {
+      spdlog::warn("{}: not serving (stopped before the first request?): READY not sent", mountpoint);
+      return;
+    }
+    std::string status = StatusLine(opened.ledger.get(), store_dir, mountpoint);
+    hookfs::fs::Notify("READY=1\nSTATUS=" + status);
+    spdlog::info("ready: {}", status);
+  });
 
   fs.invalidator().Start(session.se);
   LoopConfig lc;
   fuse_loop_cfg_set_max_threads(lc.cfg, threads);
   fuse_loop_cfg_set_clone_fd(lc.cfg, 1);
   int rc = fuse_session_loop_mt(session.se, lc.cfg);
+  hookfs::fs::Notify("STOPPING=1\nSTATUS=stopping: unmounting " + mountpoint);
   fs.invalidator().Stop();
-  spdlog::info("hookfs: unmounting {}", mountpoint);
+  spdlog::info("hookfs: unmounting {} (loop ended with {})", mountpoint, rc);
   // A signal ends the loop with the signal number: that is a clean stop.
   bool clean = rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP;
   if (!clean) spdlog::error("fuse loop ended with {}", rc);

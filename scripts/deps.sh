@@ -8,6 +8,7 @@ pkgs=(
   libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libsystemd-dev
   libgtest-dev libgmock-dev                      # tests
   attr rsync bc passwd util-linux                # tools the mount tests drive
+  systemd man-db                                 # tests/service: systemd-analyze verify, sysusers, tmpfiles, man
   python3 python3-xxhash                         # tests/spec: the independent pack writer
   clang libclang-rt-14-dev                       # tests/fuzz: libFuzzer, ASan, UBSan
 )

@@ -486,6 +486,22 @@ Result<std::vector<std::string>> HookFs::HookNames() {
   return names;
 }
 
+// Symlinks made by `ln -sfn` that wait for their rename over live or a tag.
+void HookFs::AppendPending(fuse_ino_t dir_ino, const Node& dir, bool in_tags, std::vector<Node>* out) {
+  std::lock_guard<std::mutex> lock(pending_mu_);
+  for (const auto& [k, p] : pending_) {
+    if (k.hook != dir.hook || k.in_tags != in_tags) continue;
+    Node c;
+    c.kind = Kind::kPending;
+    c.parent = dir_ino;
+    c.name = k.name;
+    c.hook = dir.hook;
+    c.aux = p.target;
+    c.mtime = dir.mtime;
+    out->push_back(std::move(c));
+  }
+}
+
 Result<std::vector<Node>> HookFs::Children(fuse_ino_t dir_ino, const Node& dir) {
   std::vector<Node> out;
   auto add = [&](const std::string& name) -> Status {
@@ -522,18 +538,7 @@ Result<std::vector<Node>> HookFs::Children(fuse_ino_t dir_ino, const Node& dir) 
     }
     case Kind::kHookDir: {
       for (const char* n : kHookEntries) HOOKFS_RETURN_IF_ERROR(add(n));
-      std::lock_guard<std::mutex> lock(pending_mu_);
-      for (const auto& [k, p] : pending_) {
-        if (k.hook != dir.hook || k.in_tags) continue;
-        Node c;
-        c.kind = Kind::kPending;
-        c.parent = dir_ino;
-        c.name = k.name;
-        c.hook = dir.hook;
-        c.aux = p.target;
-        c.mtime = dir.mtime;
-        out.push_back(std::move(c));
-      }
+      AppendPending(dir_ino, dir, /*in_tags=*/false, &out);
       break;
     }
     case Kind::kReleasesDir: {
@@ -576,18 +581,7 @@ Result<std::vector<Node>> HookFs::Children(fuse_ino_t dir_ino, const Node& dir) 
         c.mtime = dir.mtime;
         out.push_back(std::move(c));
       }
-      std::lock_guard<std::mutex> lock(pending_mu_);
-      for (const auto& [k, p] : pending_) {
-        if (k.hook != dir.hook || !k.in_tags) continue;
-        Node c;
-        c.kind = Kind::kPending;
-        c.parent = dir_ino;
-        c.name = k.name;
-        c.hook = dir.hook;
-        c.aux = p.target;
-        c.mtime = dir.mtime;
-        out.push_back(std::move(c));
-      }
+      AppendPending(dir_ino, dir, /*in_tags=*/true, &out);
       break;
     }
     case Kind::kRunsDir: {
@@ -854,9 +848,10 @@ void HookFs::MkDir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t) 
   if (!s.ok()) return ReplyStatus(req, s, "mkdir");
   s = ValidateRunName(name);
   if (!s.ok()) return ReplyStatus(req, s, "mkdir");
-  auto run = ledger_->StartRun(dir->hook, name, ActorOf(req));
+  Actor who = ActorOf(req);
+  auto run = ledger_->StartRun(dir->hook, name, who);
   if (!run.ok()) return ReplyStatus(req, run.status(), "mkdir");
-  spdlog::info("run {}/{} started on release {}", dir->hook, name, run->version);
+  spdlog::info("run {}/{} started on release {} by uid {}", dir->hook, name, run->version, who.uid);
   Node c;
   c.kind = Kind::kRunDir;
   c.parent = parent;
@@ -896,9 +891,10 @@ void HookFs::Unlink(fuse_req_t req, fuse_ino_t parent, const char* cname) {
       if (!s.ok()) return ReplyStatus(req, s, "unlink");
       if (TakePending(PendingKey{dir->hook, in_tags, name}, true)) return (void)fuse_reply_err(req, 0);
       if (!in_tags) return (void)fuse_reply_err(req, IsFixedHookEntry(name) ? EPERM : ENOENT);
-      s = ledger_->RemoveTag(dir->hook, name, ActorOf(req));
+      Actor who = ActorOf(req);
+      s = ledger_->RemoveTag(dir->hook, name, who);
       if (s.ok()) {
-        spdlog::info("tag {}/{} removed", dir->hook, name);
+        spdlog::info("{}/tags/{} removed by uid {}", dir->hook, name, who.uid);
         InvalidatePointer(parent, name);
       }
       return ReplyStatus(req, s, "unlink");
@@ -1064,6 +1060,7 @@ void HookFs::AfterPublish(const std::string& pack_name) {
     invalidator_.Entry(inc, pack_name);
     invalidator_.Entry(inc, pack_name + ".result");
   }
+  if (options_.after_publish) options_.after_publish();
 }
 
 // ---- files --------------------------------------------------------------------
@@ -1374,9 +1371,11 @@ void HookFs::Flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
     if (!dirty) return (void)fuse_reply_err(req, 0);
     auto result = RunResult::FromJson(text);
     if (!result.ok()) return ReplyStatus(req, result.status(), "finish run");
-    auto run = ledger_->FinishRun(h->node->hook, h->node->aux, *result, ActorOf(req));
+    Actor who = ActorOf(req);
+    auto run = ledger_->FinishRun(h->node->hook, h->node->aux, *result, who);
     if (!run.ok()) return ReplyStatus(req, run.status(), "finish run");
-    spdlog::info("run {}/{} finished: {}", h->node->hook, h->node->aux, run->status);
+    spdlog::info("run {}/{} finished: {} (exit code {}) by uid {}", h->node->hook, h->node->aux,
+                 run->status, run->exit_code, who.uid);
     invalidator_.Inode(table_.Find(h->node->parent, "run.json"));
     invalidator_.Inode(table_.Find(h->node->parent, "result"));
     return (void)fuse_reply_err(req, 0);

@@ -11,6 +11,7 @@
 #include <fuse_lowlevel.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -30,6 +31,8 @@ namespace hookfs::fs {
 struct FsOptions {
   Policy policy;
   unsigned max_readahead_kb = 1024;
+  // Called on the worker thread after every publish verdict (main: STATUS=).
+  std::function<void()> after_publish;
 };
 
 class HookFs {
@@ -99,6 +102,7 @@ class HookFs {
   // Resolution.
   Result<Node> Child(fuse_ino_t dir_ino, const Node& dir, const std::string& name);
   Result<std::vector<Node>> Children(fuse_ino_t dir_ino, const Node& dir);
+  void AppendPending(fuse_ino_t dir_ino, const Node& dir, bool in_tags, std::vector<Node>* out);
   Result<std::vector<std::string>> HookNames();
   Result<Node> TreeChild(fuse_ino_t dir_ino, const Node& dir, const TreeEntry& e);
   Result<std::string> Content(const Node& n);

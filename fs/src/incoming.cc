@@ -230,6 +230,20 @@ Status Incoming::Publish(const std::shared_ptr<Spool>& spool, const std::string&
   spool->consumed = true;
   ::unlink(spool->path().c_str());  // free the space now; the fd dies with the last handle
 
+  for (const ReleaseOutcome& r : report.releases) {
+    switch (r.kind) {
+      case ReleaseOutcome::Kind::kAccepted:
+        spdlog::info("incoming/{}: uid {}: {} release {} accepted (digest {})", name, who.uid, r.hook,
+                     r.version, r.digest.Hex());
+        break;
+      case ReleaseOutcome::Kind::kDuplicate:
+        spdlog::info("incoming/{}: uid {}: {} duplicate of release {}", name, who.uid, r.hook, r.version);
+        break;
+      case ReleaseOutcome::Kind::kRejected:
+        spdlog::warn("incoming/{}: uid {}: {} release rejected: {}", name, who.uid, r.hook, r.reason);
+        break;
+    }
+  }
   if (verdict.ok()) {
     spdlog::info("incoming/{}: published by uid {} in {:.2f}s", name, who.uid, secs);
   } else {

@@ -9,11 +9,20 @@
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
+#include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+
+#ifdef HOOKFS_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 namespace hookfs::fs {
 
@@ -123,6 +132,156 @@ Result<MountOptions> ParseMountOptions(const std::vector<std::string>& lists) {
     }
   }
   return mo;
+}
+
+namespace {
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+std::optional<bool> ParseBool(std::string_view v) {
+  if (v == "yes" || v == "true" || v == "on" || v == "1") return true;
+  if (v == "no" || v == "false" || v == "off" || v == "0") return false;
+  return std::nullopt;
+}
+
+}  // namespace
+
+Result<ServiceConfig> ParseConfig(std::string_view text, const std::string& origin) {
+  ServiceConfig c;
+  std::vector<std::string> seen;
+  size_t lineno = 0;
+  while (!text.empty()) {
+    size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
+    ++lineno;
+    line = Trim(line);
+    if (line.empty() || line.front() == '#') continue;
+    std::string where = origin + ":" + std::to_string(lineno) + ": ";
+    size_t eq = line.find('=');
+    if (eq == std::string_view::npos) return Status::InvalidArgument(where + "expected 'key = value'");
+    std::string key(Trim(line.substr(0, eq)));
+    std::string value(Trim(line.substr(eq + 1)));
+    for (const std::string& k : seen) {
+      if (k == key) return Status::InvalidArgument(where + "'" + key + "' is set twice");
+    }
+    seen.push_back(key);
+    if (key == "store" || key == "mountpoint") {
+      if (value.empty() || value.front() != '/') {
+        return Status::InvalidArgument(where + key + " must be an absolute path, not '" + value + "'");
+      }
+      (key == "store" ? c.store : c.mountpoint) = value;
+    } else if (key == "publish_group" || key == "run_group") {
+      // Empty: no group (only root may do that).
+      if (!value.empty()) (key == "publish_group" ? c.publish_group : c.run_group) = value;
+    } else if (key == "log_level") {
+      static const char* kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+      bool ok = false;
+      for (const char* l : kLevels) ok = ok || value == l;
+      if (!ok) {
+        return Status::InvalidArgument(where + "log_level must be trace, debug, info, warn, error, "
+                                       "critical or off, not '" + value + "'");
+      }
+      c.log_level = value;
+    } else if (key == "allow_other") {
+      auto b = ParseBool(value);
+      if (!b) return Status::InvalidArgument(where + "allow_other must be yes or no, not '" + value + "'");
+      c.allow_other = *b;
+    } else if (key == "threads") {
+      char* end = nullptr;
+      errno = 0;
+      unsigned long v = std::strtoul(value.c_str(), &end, 10);
+      if (value.empty() || *end != '\0' || errno != 0 || v < 1 || v > 64) {
+        return Status::InvalidArgument(where + "threads must be 1..64, not '" + value + "'");
+      }
+      c.threads = static_cast<unsigned>(v);
+    } else {
+      return Status::InvalidArgument(where + "unknown key '" + key +
+                                     "' (store, mountpoint, publish_group, run_group, log_level, "
+                                     "allow_other, threads)");
+    }
+  }
+  return c;
+}
+
+Result<ServiceConfig> ReadConfigFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::FromErrno(errno, "config " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return Status::IOError("config " + path + ": read error");
+  return ParseConfig(ss.str(), path);
+}
+
+bool StderrIsJournal() {
+  const char* js = std::getenv("JOURNAL_STREAM");
+  if (!js || !*js) return false;
+  unsigned long long dev = 0, ino = 0;
+  if (std::sscanf(js, "%llu:%llu", &dev, &ino) != 2) return false;
+  struct stat st{};
+  if (::fstat(STDERR_FILENO, &st) != 0) return false;
+  return static_cast<unsigned long long>(st.st_dev) == dev &&
+         static_cast<unsigned long long>(st.st_ino) == ino;
+}
+
+namespace {
+// "%*": the sd-daemon(3) priority prefix of the message's level.
+class SdPriority final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+    const char* p = "<6>";
+    switch (msg.level) {
+      case spdlog::level::critical: p = "<2>"; break;
+      case spdlog::level::err: p = "<3>"; break;
+      case spdlog::level::warn: p = "<4>"; break;
+      case spdlog::level::info: p = "<6>"; break;
+      case spdlog::level::debug: case spdlog::level::trace: p = "<7>"; break;
+      default: break;
+    }
+    dest.append(p, p + 3);
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<SdPriority>(); }
+};
+}  // namespace
+
+void SetupLogging(bool journal) {
+  std::shared_ptr<spdlog::logger> logger;
+  if (journal) {
+    logger = std::make_shared<spdlog::logger>("hookfs", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+    auto f = std::make_unique<spdlog::pattern_formatter>();
+    f->add_flag<SdPriority>('*').set_pattern("%*%v");
+    logger->set_formatter(std::move(f));
+  } else {
+    logger = std::make_shared<spdlog::logger>("hookfs",
+                                              std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  }
+  logger->flush_on(spdlog::level::trace);
+  spdlog::set_default_logger(std::move(logger));
+}
+
+void Notify(const std::string& state) {
+#ifdef HOOKFS_HAVE_SYSTEMD
+  int rc = sd_notify(0, state.c_str());
+  if (rc < 0) spdlog::warn("sd_notify: {}", std::strerror(-rc));
+#else
+  if (const char* s = std::getenv("NOTIFY_SOCKET"); s && *s) {
+    spdlog::warn("NOTIFY_SOCKET is set but hookfs was built without libsystemd: not sent: {}", state);
+  }
+#endif
+}
+
+bool WaitUntilServing(const std::string& mnt) {
+  constexpr long kFuseSuperMagic = 0x65735546;
+  for (;;) {
+    struct statfs sfs{};
+    if (::statfs(mnt.c_str(), &sfs) == 0) return static_cast<long>(sfs.f_type) == kFuseSuperMagic;
+    if (errno != EINTR) return false;
+  }
 }
 
 }  // namespace hookfs::fs

@@ -1,8 +1,10 @@
-// Mount lifecycle helpers: stale mountpoints, readahead, mount options.
+// Mount lifecycle helpers: stale mountpoints, readahead, mount options, the
+// configuration file, logging and systemd notification (docs/service.md).
 #pragma once
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "hookfs/status.h"
@@ -29,5 +31,40 @@ struct MountOptions {
 
 // Parses the comma-separated -o lists.
 Result<MountOptions> ParseMountOptions(const std::vector<std::string>& lists);
+
+// The configuration file (/etc/hookfs/hookfs.conf): `key = value` lines,
+// `#` comments, blank lines. Every key is optional; command-line options
+// override what the file says (docs/service.md).
+struct ServiceConfig {
+  std::optional<std::string> store;
+  std::optional<std::string> mountpoint;
+  std::optional<std::string> publish_group;
+  std::optional<std::string> run_group;
+  std::optional<std::string> log_level;
+  std::optional<bool> allow_other;
+  std::optional<unsigned> threads;
+};
+
+// Parses the text of a configuration file; `origin` names it in messages
+// ("FILE:LINE: ..."). Unknown keys, repeated keys and bad values are errors.
+Result<ServiceConfig> ParseConfig(std::string_view text, const std::string& origin);
+Result<ServiceConfig> ReadConfigFile(const std::string& path);
+
+// True when stderr is the journal's stream (systemd sets JOURNAL_STREAM to
+// the "device:inode" of the socket it gives the service as stderr).
+bool StderrIsJournal();
+
+// spdlog to stderr. `journal`: lines carry sd-daemon(3) priority prefixes
+// ("<3>" error, "<4>" warn, "<6>" info, "<7>" debug and trace, "<2>"
+// critical) and no time stamp (journald adds its own); otherwise a time stamp
+// and the level name.
+void SetupLogging(bool journal);
+
+// sd_notify(3) to $NOTIFY_SOCKET (no-op without it, or without libsystemd).
+void Notify(const std::string& state);
+
+// Blocks until the filesystem at `mnt` answers statfs (f_type FUSE). False
+// if the mount went away (ENOTCONN, or `mnt` is no longer a FUSE mount).
+bool WaitUntilServing(const std::string& mnt);
 
 }  // namespace hookfs::fs
