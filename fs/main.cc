@@ -5,6 +5,7 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -262,6 +263,12 @@ int Run(int argc, char** argv) {
                mo->publish_group.value_or("-"), mo->run_group.value_or("-"), threads,
                config_path.empty() ? "" : ", config ", config_path);
 
+  // Helper threads never take SIGTERM/SIGINT/SIGHUP (libfuse blocks them in
+  // its workers too): the handler then always runs where the loop waits.
+  sigset_t term, saved;
+  sigemptyset(&term);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&term, sig);
+  pthread_sigmask(SIG_BLOCK, &term, &saved);
   // READY=1 once the kernel gets answers from this mount: a statfs through it
   // returns only when a loop thread has served INIT and STATFS.
   ready = std::jthread([&opened, store_dir, mountpoint] {
@@ -275,6 +282,7 @@ int Run(int argc, char** argv) {
   });
 
   fs.invalidator().Start(session.se);
+  pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   LoopConfig lc;
   fuse_loop_cfg_set_max_threads(lc.cfg, threads);
   fuse_loop_cfg_set_clone_fd(lc.cfg, 1);

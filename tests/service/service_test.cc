@@ -312,7 +312,7 @@ class ServiceTest : public ::testing::Test {
     args[0] = HOOKFS_BIN;
     args[3] = conf_;
     args.insert(args.end(), extra.begin(), extra.end());
-    std::string unit = kSrc + "/systemd/hookfs.service";
+    std::string unit = kSrc + "/systemd/" + unit_;
     std::vector<std::string> wrapped;
     if (Sh("command -v setpriv").ok()) {
       wrapped = {"/usr/bin/setpriv"};
@@ -341,6 +341,7 @@ class ServiceTest : public ::testing::Test {
       ::setenv("JOURNAL_STREAM", js.c_str(), 1);
       ::setenv("NOTIFY_SOCKET", sock_path_.c_str(), 1);
       if (std::string um = Directive(unit, "UMask"); !um.empty()) ::umask(std::stoi(um, nullptr, 8));
+      for (auto& [k, v] : env_) ::setenv(k.c_str(), v.c_str(), 1);
       std::vector<char*> argv;
       for (auto& a : wrapped) argv.push_back(a.data());
       argv.push_back(nullptr);
@@ -401,6 +402,10 @@ class ServiceTest : public ::testing::Test {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     if (!exited) {
+      // Where it hangs (gdb is optional: not in scripts/deps.sh).
+      std::cerr << "hookfs did not exit 10 s after signal " << sig << "; its threads:\n"
+                << Sh("command -v gdb >/dev/null && gdb -batch -p " + std::to_string(daemon_) +
+                      " -ex 'thread apply all bt' 2>&1").out;
       ::kill(daemon_, SIGKILL);
       ::waitpid(daemon_, &status, 0);
     }
@@ -434,6 +439,8 @@ class ServiceTest : public ::testing::Test {
     return (mnt.empty() ? mnt_ : mnt) + "/hooks/" + h;
   }
 
+  std::string unit_ = "hookfs.service";
+  std::map<std::string, std::string> env_;  // the unit's Environment=, substituted
   std::string base_, store_, mnt_, conf_, log_, sock_path_;
   std::vector<std::string> exec_, notes_;
   std::vector<std::string> mounts_{};  // every mountpoint a test used (teardown unmounts)
@@ -555,6 +562,31 @@ TEST_F(ServiceTest, ConfigIsHonouredAndCommandLineOverridesIt) {
   EXPECT_FALSE(WaitNotify("READY=1", 10));
   EXPECT_EQ(exit_, 2);
   EXPECT_TRUE(Contains(ReadAll(log_), "<3>" + conf_ + ":2: threads must be 1..64")) << ReadAll(log_);
+}
+
+TEST_F(ServiceTest, TemplateInstanceHasItsOwnConfigurationAndStore) {
+  // hookfs@demo: ExecStart= reads /etc/hookfs/demo.conf; a configuration
+  // without `store` gets HOOKFS_STORE=/var/lib/hookfs/demo from Environment=.
+  mounts_ = {mnt_};
+  std::string unit = kSrc + "/systemd/hookfs@.service";
+  std::vector<std::string> exec = Split(Directive(unit, "ExecStart"));
+  ASSERT_EQ(exec.size(), 4u);
+  EXPECT_EQ(exec[0] + " " + exec[1] + " " + exec[2], "/usr/bin/hookfs -f --config");
+  EXPECT_EQ(exec[3], "/etc/hookfs/%i.conf");
+  std::string env = Directive(unit, "Environment");
+  ASSERT_EQ(env, "HOOKFS_STORE=/var/lib/hookfs/%i");
+  EXPECT_EQ(Directive(unit, "StateDirectory"), "hookfs/%i");
+  // The instance's paths, moved under the test's directory.
+  std::string instance_store = base_ + "/var/lib/hookfs/demo";
+  stdfs::create_directories(instance_store);  // what StateDirectory=hookfs/%i does
+  env_["HOOKFS_STORE"] = instance_store;
+  unit_ = "hookfs@.service";
+  WriteAll(conf_, "mountpoint = " + mnt_ + "\n");  // no store: the instance's default
+  ASSERT_NO_FATAL_FAILURE(StartReady());
+  EXPECT_TRUE(Contains(Notes(), "STATUS=serving " + instance_store + " on " + mnt_)) << Notes();
+  EXPECT_TRUE(stdfs::exists(instance_store + "/data.mdb"));
+  ASSERT_EQ(Kill(SIGTERM), 0);
+  EXPECT_FALSE(IsMounted(mnt_));
 }
 
 // ---- permissions as the configuration sets them (DESIGN.md §4) ---------------------------------
