@@ -781,21 +781,11 @@ class Checker {
         id = orphan_chunks_[i - extra_chunks_.size()];
         HOOKFS_ASSIGN_OR_RETURN(bool has_blob, txn.Has(t_.blobs, id.AsKey()));
         if (has_blob) return Status::OK();
-        HOOKFS_ASSIGN_OR_RETURN(Cursor p, Cursor::Open(txn, t_.pending_blob));
-        HOOKFS_ASSIGN_OR_RETURN(bool f, p.Seek(id.AsKey()));
-        if (f && HasPrefix(p.key(), id.AsKey())) return Status::OK();
+        HOOKFS_ASSIGN_OR_RETURN(bool pending, BlobPending(t_, txn, id));
+        if (pending) return Status::OK();  // an apply in flight owns these chunks
       }
-      std::vector<std::string> del;
-      {
-        HOOKFS_ASSIGN_OR_RETURN(Cursor c, Cursor::Open(txn, t_.chunks));
-        HOOKFS_ASSIGN_OR_RETURN(bool more, c.Seek(id.AsKey()));
-        while (more && HasPrefix(c.key(), id.AsKey())) {
-          del.emplace_back(c.key());
-          HOOKFS_ASSIGN_OR_RETURN(more, c.Next());
-        }
-      }
-      for (const std::string& k : del) HOOKFS_RETURN_IF_ERROR(txn.Del(t_.chunks, k));
-      r_->chunks_deleted += del.size();
+      HOOKFS_ASSIGN_OR_RETURN(uint64_t n, DeleteAllChunks(t_, txn, id));
+      r_->chunks_deleted += n;
       return Status::OK();
     }));
     if (abandoned_) HOOKFS_RETURN_IF_ERROR(s_->ReclaimAbandoned());

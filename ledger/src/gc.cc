@@ -39,7 +39,6 @@ namespace {
 
 constexpr size_t kBatch = 512;
 
-bool HasPrefix(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 
 class Collector {
  public:
@@ -147,26 +146,6 @@ class Collector {
     }
   }
 
-  static Result<bool> Pending(const Tables& t, const Txn& txn, const ObjectId& id) {
-    HOOKFS_ASSIGN_OR_RETURN(Cursor p, Cursor::Open(txn, t.pending_blob));
-    HOOKFS_ASSIGN_OR_RETURN(bool f, p.Seek(id.AsKey()));
-    return f && HasPrefix(p.key(), id.AsKey());
-  }
-
-  Result<uint64_t> DeleteChunks(Txn& txn, const ObjectId& id) {
-    std::vector<std::string> keys;
-    {
-      HOOKFS_ASSIGN_OR_RETURN(Cursor c, Cursor::Open(txn, t_.chunks));
-      HOOKFS_ASSIGN_OR_RETURN(bool more, c.Seek(id.AsKey()));
-      while (more && HasPrefix(c.key(), id.AsKey())) {
-        keys.emplace_back(c.key());
-        HOOKFS_ASSIGN_OR_RETURN(more, c.Next());
-      }
-    }
-    for (const std::string& k : keys) HOOKFS_RETURN_IF_ERROR(txn.Del(t_.chunks, k));
-    return uint64_t(keys.size());
-  }
-
   Status Sweep() {
     HOOKFS_ASSIGN_OR_RETURN(Txn txn, s_->BeginWrite());
     // Releases committed since the mark may reach candidates (a thin pack
@@ -204,11 +183,11 @@ class Collector {
         if (rec.status().Is(Code::kNotFound)) continue;
         return rec.status();
       }
-      HOOKFS_ASSIGN_OR_RETURN(bool pending, Pending(t_, txn, id));
+      HOOKFS_ASSIGN_OR_RETURN(bool pending, BlobPending(t_, txn, id));
       if (pending) continue;  // an apply is rewriting it (healing)
       uint64_t size = rec->size() >= 8 ? lmdb::GetBE64(rec->data()) : 0;
       HOOKFS_RETURN_IF_ERROR(txn.Del(t_.blobs, id.AsKey()));
-      HOOKFS_ASSIGN_OR_RETURN(uint64_t n, DeleteChunks(txn, id));
+      HOOKFS_ASSIGN_OR_RETURN(uint64_t n, DeleteAllChunks(t_, txn, id));
       ++r_->blobs_removed;
       r_->chunks_removed += n;
       r_->bytes_removed += size;
@@ -216,9 +195,9 @@ class Collector {
     for (const ObjectId& id : cand_orphans_) {
       HOOKFS_ASSIGN_OR_RETURN(bool has_blob, txn.Has(t_.blobs, id.AsKey()));
       if (has_blob) continue;
-      HOOKFS_ASSIGN_OR_RETURN(bool pending, Pending(t_, txn, id));
+      HOOKFS_ASSIGN_OR_RETURN(bool pending, BlobPending(t_, txn, id));
       if (pending) continue;  // an apply in flight owns these chunks
-      HOOKFS_ASSIGN_OR_RETURN(uint64_t n, DeleteChunks(txn, id));
+      HOOKFS_ASSIGN_OR_RETURN(uint64_t n, DeleteAllChunks(t_, txn, id));
       r_->orphan_chunks_removed += n;
     }
     HOOKFS_RETURN_IF_ERROR(ledger_txn::AppendJournal(

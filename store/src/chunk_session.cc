@@ -30,6 +30,26 @@ std::string PendingSessionKey(std::string_view session, const ObjectId& id) {
 }
 }  // namespace
 
+Result<bool> BlobPending(const Tables& t, const lmdb::Txn& txn, const ObjectId& id) {
+  HOOKFS_ASSIGN_OR_RETURN(lmdb::Cursor p, lmdb::Cursor::Open(txn, t.pending_blob));
+  HOOKFS_ASSIGN_OR_RETURN(bool found, p.Seek(id.AsKey()));
+  return found && p.key().substr(0, ObjectId::kSize) == id.AsKey();
+}
+
+Result<uint64_t> DeleteAllChunks(const Tables& t, lmdb::Txn& txn, const ObjectId& id) {
+  std::vector<std::string> keys;
+  {
+    HOOKFS_ASSIGN_OR_RETURN(lmdb::Cursor c, lmdb::Cursor::Open(txn, t.chunks));
+    HOOKFS_ASSIGN_OR_RETURN(bool more, c.Seek(id.AsKey()));
+    while (more && c.key().substr(0, ObjectId::kSize) == id.AsKey()) {
+      keys.emplace_back(c.key());
+      HOOKFS_ASSIGN_OR_RETURN(more, c.Next());
+    }
+  }
+  for (const std::string& k : keys) HOOKFS_RETURN_IF_ERROR(txn.Del(t.chunks, k));
+  return uint64_t(keys.size());
+}
+
 uint64_t SessionWriter(std::string_view session) {
   uint64_t w = 0;
   for (char c : session) w = w << 4 | uint64_t(c <= '9' ? c - '0' : c - 'a' + 10);

@@ -231,6 +231,11 @@ class ChunkSession {
   bool done_ = false;
 };
 
+// True if some chunk session (an apply in flight) has blob `id` registered.
+Result<bool> BlobPending(const Tables& t, const lmdb::Txn& txn, const ObjectId& id);
+// Deletes every chunk of blob `id`, whatever its writer; returns how many.
+Result<uint64_t> DeleteAllChunks(const Tables& t, lmdb::Txn& txn, const ObjectId& id);
+
 // A session id (16 hex digits) as the writer tag of its chunk keys.
 uint64_t SessionWriter(std::string_view session);
 // Reclaims one session's chunks inside `txn` (shared by Abort and recovery):
