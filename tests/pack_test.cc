@@ -44,6 +44,12 @@ struct Recorder : PackVisitor {
     lines.push_back("release " + r.hook + " " + r.root.Hex() + (r.no_advance ? " no-advance" : ""));
     return Status::OK();
   }
+  Status OnTimes(const TimesRecord& t) override {
+    std::string l = "times " + t.hook + " " + t.root.Hex() + " " + std::to_string(t.count);
+    for (size_t i = 0; i < t.count; ++i) l += " " + std::to_string(t.At(i));
+    lines.push_back(l);
+    return Status::OK();
+  }
 };
 
 Result<PackSummary> ScanBytes(const std::string& bytes, Recorder* rec, TempDir& dir) {
@@ -127,7 +133,7 @@ TEST(Pack, UnknownFormatVersionNamesBothVersions) {
   auto sum = ScanBytes(bytes, &rec, dir);
   ASSERT_TRUE(sum.status().Is(Code::kUnsupported)) << sum.status().ToString();
   EXPECT_NE(sum.status().message().find("version 7"), std::string::npos) << sum.status().message();
-  EXPECT_NE(sum.status().message().find("version 1"), std::string::npos) << sum.status().message();
+  EXPECT_NE(sum.status().message().find("versions 1 and 2"), std::string::npos) << sum.status().message();
   EXPECT_TRUE(rec.lines.empty());
 }
 
@@ -180,10 +186,28 @@ void MakeGoldenTree(const std::string& root) {
   std::filesystem::create_symlink("bin/run", root + "/link");
 }
 
+// The golden tree's files and symlinks get these mtimes, in walk order
+// (bin/run, dup.txt, etc/app.conf, link, name with space.txt, zero,
+// ünïcode.txt: 0xc3 sorts after 'z'); docs/pack-format.md §11.
+const std::vector<std::pair<std::string, int64_t>> kGoldenTimes = {
+    {"bin/run", 1700000000}, {"dup.txt", 1600000000}, {"etc/app.conf", 1500000000},
+    {"link", 1767225599},    {"name with space.txt", 1}, {"zero", -86400},
+    {"\xc3\xbc" "n\xc3\xaf" "code.txt", 1767225600}};
+
+void SetGoldenTimes(const std::string& root) {
+  for (const auto& [path, t] : kGoldenTimes) {
+    struct timespec ts[2] = {{t, 0}, {t, 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, (root + "/" + path).c_str(), ts, AT_SYMLINK_NOFOLLOW), 0) << path;
+  }
+}
+
+// Version 1 stays what it was: without times the writer still produces the
+// version-1 golden pack byte for byte (and every reader reads it).
 TEST(Pack, GoldenPackIsReproducedByteForByte) {
   TempDir dir;
   MakeGoldenTree(dir / "src");
   PackOptions o;
+  o.mtimes = false;
   o.hook = "golden";
   o.feature = "shell";
   o.source_ref = "git:0123abcd";
@@ -216,6 +240,70 @@ TEST(Pack, GoldenPackIsReproducedByteForByte) {
             std::string::npos);
 }
 
+// Version 2: the same tree with its files' mtimes in a times record.
+TEST(Pack, GoldenTimesPackIsReproducedByteForByte) {
+  TempDir dir;
+  MakeGoldenTree(dir / "src");
+  SetGoldenTimes(dir / "src");
+  PackOptions o;
+  o.hook = "golden";
+  o.feature = "shell";
+  o.source_ref = "git:0123abcd";
+  o.message = "golden pack";
+  o.created_at = 1767225600;
+  StringSink sink;
+  auto stats = BuildPack(dir / "src", o, &sink);
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  EXPECT_TRUE(stats->times);
+  const std::string golden = std::string(HOOKFS_GOLDEN_DIR) + "/sample-v2.pack";
+  if (std::getenv("HOOKFS_UPDATE_GOLDEN")) test::WriteFile(golden, sink.out);
+  EXPECT_EQ(sink.out, test::ReadFile(golden)) << "the pack writer no longer produces tests/golden/sample-v2.pack";
+  EXPECT_EQ(stats->digest.Hex(), "da7868de09764f35e3d85e5612cd5828fd192c1d77b4880f4ebeb544a3bb99f2")
+      << "times must not change the digest";
+  Recorder rec;
+  int fd = ::open(golden.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  auto sum = ScanPack(fd, &rec);
+  ::close(fd);
+  ASSERT_TRUE(sum.ok()) << sum.status().ToString();
+  EXPECT_EQ(sum->format_version, 2u);
+  std::string listing;
+  for (const auto& l : rec.lines) listing += l + "\n";
+  if (std::getenv("HOOKFS_UPDATE_GOLDEN")) test::WriteFile(std::string(HOOKFS_GOLDEN_DIR) + "/sample-v2.ids", listing);
+  EXPECT_EQ(listing, test::ReadFile(std::string(HOOKFS_GOLDEN_DIR) + "/sample-v2.ids"));
+  std::string times = "times golden da7868de09764f35e3d85e5612cd5828fd192c1d77b4880f4ebeb544a3bb99f2 7";
+  for (const auto& [path, t] : kGoldenTimes) times += " " + std::to_string(t);
+  EXPECT_NE(listing.find(times + "\n"), std::string::npos) << listing;
+}
+
+TEST(Pack, TimesRecordsNeedVersion2AndParseStrictly) {
+  StringSink s1;
+  PackWriter v1(&s1);
+  EXPECT_TRUE(v1.AddTimes("app", Sha256::Of("x"), {1, 2}).Is(Code::kInvalidArgument));
+  std::string body = EncodeTimes("app", Sha256::Of("x"), {5, -7});
+  auto rec = DecodeTimes(body);
+  ASSERT_TRUE(rec.ok()) << rec.status().ToString();
+  EXPECT_EQ(rec->count, 2u);
+  EXPECT_EQ(rec->At(1), -7);
+  EXPECT_TRUE(DecodeTimes(body + "x").status().Is(Code::kMalformed));
+  EXPECT_TRUE(DecodeTimes(body.substr(0, body.size() - 1)).status().Is(Code::kMalformed));
+  // A times record in a version-1 pack: hand-made, since the writer refuses.
+  TempDir dir;
+  StringSink s2;
+  PackWriter v2(&s2, kPackFormatVersion);
+  ASSERT_TRUE(v2.AddHook({"app", ""}).ok());
+  ASSERT_TRUE(v2.AddTimes("app", Sha256::Of("x"), {1}).ok());
+  ASSERT_TRUE(v2.Finish().ok());
+  Recorder ok_rec;
+  ASSERT_TRUE(ScanBytes(s2.out, &ok_rec, dir).ok());
+  std::string as_v1 = s2.out;
+  as_v1[8] = 1;
+  Recorder bad_rec;
+  auto r = ScanBytes(as_v1, &bad_rec, dir);
+  EXPECT_TRUE(r.status().Is(Code::kMalformed));
+  EXPECT_NE(r.status().message().find("version-1 pack"), std::string::npos) << r.status().ToString();
+}
+
 TEST(Pack, DigestDependsOnContentOnlyNotOnClientFields) {
   TempDir dir;
   MakeGoldenTree(dir / "src");
@@ -234,6 +322,13 @@ TEST(Pack, DigestDependsOnContentOnlyNotOnClientFields) {
   ASSERT_TRUE(ra.ok() && rb.ok());
   EXPECT_EQ(ra->digest, rb->digest);
   EXPECT_NE(sa.out, sb.out);
+  // Nor on the files' mtimes.
+  SetGoldenTimes(dir / "src");
+  StringSink st;
+  auto rt = BuildPack(dir / "src", a, &st);
+  ASSERT_TRUE(rt.ok());
+  EXPECT_EQ(rt->digest, ra->digest);
+  EXPECT_NE(st.out, sa.out);
   // A content change does change it.
   test::WriteFile(dir / "src/zero", "now one byte: x");
   StringSink sc;

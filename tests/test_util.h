@@ -41,6 +41,12 @@ struct PackSpec {
   std::vector<std::pair<ObjectId, std::string>> blobs;  // declared id, content
   std::vector<std::pair<ObjectId, std::string>> trees;  // declared id, encoding
   std::vector<ReleaseRecord> releases;
+  struct Times {
+    std::string hook;
+    ObjectId root;
+    std::vector<int64_t> mtimes;
+  };
+  std::vector<Times> times;  // any: a version-2 pack
 
   // Adds a correctly named blob; returns its id.
   ObjectId Blob(std::string_view content);

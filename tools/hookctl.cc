@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -132,6 +133,16 @@ class InspectVisitor : public PackVisitor {
     std::printf("release  %s digest=%s%s created_at=%s source_ref=%s message=%s\n", r.hook.c_str(),
                 r.root.Hex().c_str(), r.no_advance ? " no-advance" : "", FormatTime(r.created_at).c_str(),
                 DumpJson(r.source_ref).c_str(), DumpJson(r.message).c_str());
+    return Status::OK();
+  }
+  Status OnTimes(const TimesRecord& t) override {
+    int64_t lo = 0, hi = 0;
+    for (size_t i = 0; i < t.count; ++i) {
+      lo = i ? std::min(lo, t.At(i)) : t.At(i);
+      hi = i ? std::max(hi, t.At(i)) : t.At(i);
+    }
+    std::printf("times    %s digest=%s %u mtimes%s\n", t.hook.c_str(), t.root.Hex().c_str(), t.count,
+                t.count ? (" from " + FormatTime(lo) + " to " + FormatTime(hi)).c_str() : "");
     return Status::OK();
   }
 
@@ -333,6 +344,9 @@ int main(int argc, char** argv) {
   pack->add_option("--source-ref", po.source_ref, "where the content came from (commit, tag, URL)");
   pack->add_option("--message", po.message, "a note for humans");
   pack->add_flag("--no-advance", po.no_advance, "do not move live to the new release");
+  bool no_mtimes = false;
+  pack->add_flag("--no-mtimes", no_mtimes,
+                 "do not record file modification times (a version-1 pack; files show the commit time)");
   pack->add_option("--against", against, "mounted hookfs: omit objects it already has (thin pack)");
   pack->add_option("-o,--output", out, "output file, or - for stdout (default: stdout when it is not a terminal)");
   bool no_cache = false;
@@ -373,6 +387,7 @@ int main(int argc, char** argv) {
   if (*gc) return CmdGc(store_dir, gc_json);
   if (*pack) {
     if (!no_cache) po.hash_cache_dir = HashCache::DefaultDir();
+    po.mtimes = !no_mtimes;
     return CmdPack(pack_dir, po, against, out);
   }
   if (*inspect) return CmdInspect(inspect_file);

@@ -32,6 +32,7 @@ struct Node {
   EntryType type = EntryType::kFile;
   uint64_t size = 0;
   std::string target;
+  int64_t mtime = 0;  // files and symlinks: st_mtime when scanned (seconds)
   ObjectId id;
   struct stat st {};  // files: for the hash cache
   std::vector<std::unique_ptr<Node>> children;
@@ -64,6 +65,7 @@ Status Scan(Node* dir, size_t depth, std::vector<Node*>* files) {
     HOOKFS_RETURN_IF_ERROR(ValidateEntryName(name).Context(n->path));
     struct stat st;
     if (::lstat(n->path.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + n->path);
+    n->mtime = int64_t(st.st_mtim.tv_sec);
     if (S_ISREG(st.st_mode)) {
       n->type = (st.st_mode & 0111) ? EntryType::kExecutable : EntryType::kFile;
       n->size = uint64_t(st.st_size);
@@ -242,9 +244,16 @@ Status CopyBlob(const Node* n, PackWriter* w, Progress* progress) {
   return Status::OK();
 }
 
+// The times record's order (docs/pack-format.md §6a): files and symlinks of
+// a depth-first walk, each directory's entries in name order.
+void CollectTimes(const Node* dir, std::vector<int64_t>* out) {
+  for (const auto& c : dir->children) {
+    if (c->type == EntryType::kDirectory) CollectTimes(c.get(), out);
+    else out->push_back(c->mtime);
+  }
+}
+
 }  // namespace
-
-
 
 Result<PackStats> BuildPack(const std::string& dir, const PackOptions& o, ByteSink* out) {
   HOOKFS_RETURN_IF_ERROR(ValidateHookName(o.hook));
@@ -277,7 +286,12 @@ Result<PackStats> BuildPack(const std::string& dir, const PackOptions& o, ByteSi
   std::unordered_set<ObjectId> keep_trees;
   Select(&root, o, false, &keep, &stats, &keep_trees);
 
-  PackWriter w(out);
+  // File mtimes as they are: no SOURCE_DATE_EPOCH clamp (docs/design.md).
+  std::vector<int64_t> mtimes;
+  if (o.mtimes) CollectTimes(&root, &mtimes);
+  const bool times = o.mtimes && mtimes.size() <= kMaxTimesPerRelease;
+  stats.times = times;
+  PackWriter w(out, times ? kPackFormatVersion : kPackFormatVersionNoTimes);
   HOOKFS_RETURN_IF_ERROR(w.AddHook({o.hook, o.feature}));
   progress.Reset();
   for (const Node* b : keep.blobs) {
@@ -300,6 +314,7 @@ Result<PackStats> BuildPack(const std::string& dir, const PackOptions& o, ByteSi
   rel.source_ref = o.source_ref;
   rel.message = o.message;
   HOOKFS_RETURN_IF_ERROR(w.AddRelease(rel));
+  if (times) HOOKFS_RETURN_IF_ERROR(w.AddTimes(o.hook, root.id, mtimes));
   HOOKFS_RETURN_IF_ERROR(w.Finish());
   progress.Done();
   return stats;

@@ -3,8 +3,9 @@
 // Walks DIR without following symlinks, hashes every file (in parallel),
 // builds canonical trees bottom-up, and writes one hook declaration, the
 // blobs and trees the target store lacks (all of them unless `has` is set),
-// and one release record. Output is deterministic for a given directory and
-// options: blobs in first-seen depth-first order, trees children first.
+// one release record and its times record (each file's and symlink's
+// mtime). Output is deterministic for a given directory (with its mtimes)
+// and options: blobs in first-seen depth-first order, trees children first.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +25,9 @@ struct PackOptions {
   std::string message;
   bool no_advance = false;
   int64_t created_at = 0;
+  // Record each file's and symlink's mtime (a times record, pack format
+  // version 2). Off: a version-1 pack; the files show the commit time.
+  bool mtimes = true;
   // For a thin pack: true if the target store already has this object.
   std::function<bool(const ObjectId& id, bool is_tree)> has;
   unsigned threads = 0;   // 0: one per core
@@ -40,6 +44,7 @@ struct PackStats {
   uint64_t trees_written = 0, trees_omitted = 0;
   uint64_t pack_bytes = 0;
   uint64_t files_hashed = 0;  // the rest came from the hash cache
+  bool times = false;         // the pack carries the files' mtimes
 };
 
 Result<PackStats> BuildPack(const std::string& dir, const PackOptions& options, ByteSink* out);

@@ -316,13 +316,15 @@ Result<std::string> HookFs::Content(const Node& n) {
   }
 }
 
-Result<Node> HookFs::TreeChild(fuse_ino_t dir_ino, const Node& dir, const TreeEntry& e) {
+Result<Node> HookFs::TreeChild(fuse_ino_t dir_ino, const Node& dir, const TreeEntry& e,
+                               const EntryTimes::Stamp& times) {
   Node c;
   c.parent = dir_ino;
   c.name = e.name;
   c.hook = dir.hook;
   c.version = dir.version;
-  c.mtime = dir.mtime;
+  c.mtime = times.mtime.value_or(dir.mtime);  // directories: the commit time
+  c.tindex = times.index;
   c.etype = e.type;
   switch (e.type) {
     case EntryType::kDirectory: c.kind = Kind::kTreeDir; c.id = e.id; break;
@@ -392,7 +394,8 @@ Result<Node> HookFs::Child(fuse_ino_t dir_ino, const Node& dir, const std::strin
       HOOKFS_ASSIGN_OR_RETURN(Tree tree, view.GetTree(dir.id));
       const TreeEntry* e = tree.Find(name);
       if (!e) return not_found();
-      return TreeChild(dir_ino, dir, *e);
+      HOOKFS_ASSIGN_OR_RETURN(EntryTimes times, EntryTimes::For(view, dir.hook, dir.version, dir.tindex));
+      return TreeChild(dir_ino, dir, *e, times.At(tree, size_t(e - tree.entries.data())));
     }
     case Kind::kTagsDir: {
       c.mtime = dir.mtime;
@@ -562,8 +565,9 @@ Result<std::vector<Node>> HookFs::Children(fuse_ino_t dir_ino, const Node& dir) 
       HOOKFS_ASSIGN_OR_RETURN(ReadView view, store_->Read());
       HOOKFS_ASSIGN_OR_RETURN(Tree tree, view.GetTree(dir.id));
       out.reserve(tree.entries.size());
-      for (const TreeEntry& e : tree.entries) {
-        HOOKFS_ASSIGN_OR_RETURN(Node c, TreeChild(dir_ino, dir, e));
+      HOOKFS_ASSIGN_OR_RETURN(EntryTimes times, EntryTimes::For(view, dir.hook, dir.version, dir.tindex));
+      for (size_t i = 0; i < tree.entries.size(); ++i) {
+        HOOKFS_ASSIGN_OR_RETURN(Node c, TreeChild(dir_ino, dir, tree.entries[i], times.At(tree, i)));
         out.push_back(std::move(c));
       }
       break;

@@ -21,6 +21,7 @@
 
 #include "hookfs/ledger.h"
 #include "hookfs/store.h"
+#include "file_times.h"
 #include "incoming.h"
 #include "inode_table.h"
 #include "invalidator.h"
@@ -104,7 +105,7 @@ class HookFs {
   Result<std::vector<Node>> Children(fuse_ino_t dir_ino, const Node& dir);
   void AppendPending(fuse_ino_t dir_ino, const Node& dir, bool in_tags, std::vector<Node>* out);
   Result<std::vector<std::string>> HookNames();
-  Result<Node> TreeChild(fuse_ino_t dir_ino, const Node& dir, const TreeEntry& e);
+  Result<Node> TreeChild(fuse_ino_t dir_ino, const Node& dir, const TreeEntry& e, const EntryTimes::Stamp& times);
   Result<std::string> Content(const Node& n);
   std::string Target(const Node& n) const;
   Result<struct stat> Attr(fuse_ino_t ino, const Node& n);

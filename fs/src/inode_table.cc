@@ -62,7 +62,7 @@ bool Node::IsSymlink() const {
 bool Node::SameAs(const Node& o) const {
   return kind == o.kind && parent == o.parent && name == o.name && hook == o.hook &&
          aux == o.aux && version == o.version && id == o.id && size == o.size &&
-         etype == o.etype && mtime == o.mtime && serial == o.serial;
+         etype == o.etype && mtime == o.mtime && serial == o.serial && tindex == o.tindex;
 }
 
 InodeTable::InodeTable() {

@@ -74,7 +74,8 @@ struct Node {
   ObjectId id;          // tree or blob id
   uint64_t size = 0;    // file size
   EntryType etype = EntryType::kDirectory;
-  int64_t mtime = 0;    // Unix seconds shown as mtime/ctime
+  int64_t mtime = 0;    // Unix seconds shown as mtime/ctime/atime
+  uint64_t tindex = 0;  // release tree nodes: walk index (file_times.h)
   uint64_t serial = 0;  // distinguishes incarnations (spools, results, runs)
 
   bool IsDir() const;

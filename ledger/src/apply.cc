@@ -21,6 +21,7 @@
 #include "hookfs/fsck.h"
 #include "hookfs/hash.h"
 #include "hookfs/pack.h"
+#include "apply_times.h"
 
 namespace hookfs {
 
@@ -136,7 +137,9 @@ class Indexer : public PackVisitor {
   std::unordered_map<ObjectId, size_t> blob_index;
   std::unordered_map<ObjectId, PackTree> trees;
   std::vector<ReleaseRecord> releases;
+  apply_times::Collector times;  // file mtimes, apart from the streaming
 
+  Status OnTimes(const TimesRecord& t) override { return times.Add(t); }
   Status OnHook(const HookDecl& d) override {
     if (hooks.count(d.name)) return Status::Malformed("hook '" + d.name + "' declared twice");
     hooks[d.name] = d;
@@ -409,6 +412,7 @@ Status Applier::Run(int fd) {
   }
   for (const ReleaseRecord& r : ix_.releases)
     if (!ix_.hooks.count(r.hook)) return Status::Malformed("release of hook '" + r.hook + "' without a hook declaration");
+  HOOKFS_RETURN_IF_ERROR(ix_.times.CheckMatched(ix_.releases));
   HOOKFS_RETURN_IF_ERROR(session_->Flush());
   const double stream_s = Seconds(t0);
   auto t1 = std::chrono::steady_clock::now();
@@ -418,6 +422,11 @@ Status Applier::Run(int fd) {
   {
     HOOKFS_ASSIGN_OR_RETURN(ReadView view, store_->Read());
     HOOKFS_ASSIGN_OR_RETURN(damaged_store_, view.AnyQuarantined());
+    PathCounter paths([&](const ObjectId& id, Tree* scratch) -> Result<const Tree*> {
+      if (auto it = ix_.trees.find(id); it != ix_.trees.end() && it->second.ok) return &it->second.tree;
+      HOOKFS_ASSIGN_OR_RETURN(*scratch, view.GetTree(id));
+      return scratch;
+    });
     for (size_t i = 0; i < plans.size(); ++i) {
       const ReleaseRecord& r = ix_.releases[i];
       Plan& p = plans[i];
@@ -456,6 +465,8 @@ Status Applier::Run(int fd) {
         continue;
       }
       HOOKFS_RETURN_IF_ERROR(Stats(view, p.outcome.digest, &p.files, &p.bytes));
+      HOOKFS_ASSIGN_OR_RETURN(std::string times_problem, ix_.times.Decide(&paths, r));
+      if (!times_problem.empty()) Reject(&p, times_problem, {});
     }
   }
   const double decide_s = Seconds(t1);
@@ -541,6 +552,7 @@ Status Applier::Commit(std::vector<Plan>& plans, ChunkSession* session) {
     info.files = p.files;
     info.bytes = p.bytes;
     HOOKFS_RETURN_IF_ERROR(ledger_txn::PutRelease(t_, txn, info));
+    HOOKFS_RETURN_IF_ERROR(ix_.times.Write(t_, txn, r, info.version));
     p.outcome.version = info.version;
     HOOKFS_RETURN_IF_ERROR(ledger_txn::AppendJournal(
         t_, txn, {{"event", "release"}, {"time", FormatTime(now)}, {"hook", r.hook}, {"version", info.version},

@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "hookfs/hash.h"
+#include "hookfs/release_times.h"
 
 namespace hookfs {
 
@@ -178,6 +179,7 @@ class Checker {
     HOOKFS_RETURN_IF_ERROR(CheckChunks());
     HOOKFS_RETURN_IF_ERROR(CheckHooks());
     HOOKFS_RETURN_IF_ERROR(CheckReleases());
+    HOOKFS_RETURN_IF_ERROR(CheckTimes());
     HOOKFS_RETURN_IF_ERROR(CheckUnreachedTrees());
     HOOKFS_RETURN_IF_ERROR(CheckDigests());
     HOOKFS_RETURN_IF_ERROR(CheckPointers());
@@ -525,6 +527,46 @@ class Checker {
     return Status::OK();
   }
 
+  // The times table (release_times.h): one value per existing release, whose
+  // count and tree table fit its tree. Repair drops orphans and bad values
+  // (the files then show the commit time): times are metadata, not content.
+  Status CheckTimes() {
+    std::set<std::string> damaged(r_->damaged_releases.begin(), r_->damaged_releases.end());
+    PathCounter paths([&](const ObjectId& id, Tree* scratch) -> Result<const Tree*> {
+      HOOKFS_ASSIGN_OR_RETURN(ReadView view, s_->Read());
+      HOOKFS_ASSIGN_OR_RETURN(*scratch, view.GetTree(id));
+      return scratch;
+    });
+    return ForEach(t_.times, true, [&](const std::string& k, const std::string& v) {
+      auto nul = k.find('\0');
+      std::string hook = k.substr(0, nul);
+      if (nul == std::string::npos || k.size() != nul + 5) {
+        Fixable("times", hook, "malformed times key");
+        bad_times_.push_back(k);
+        return Status::OK();
+      }
+      uint32_t version = lmdb::GetBE32(k.data() + nul + 1);
+      const std::string name = hook + "/" + std::to_string(version);
+      auto rel = release_digests_.find({hook, version});
+      if (rel == release_digests_.end()) {
+        Fixable("times", name, "times of a release that does not exist");
+        bad_times_.push_back(k);
+        return Status::OK();
+      }
+      if (damaged.count(name)) return Status::OK();  // its trees' damage is reported already
+      auto problem = CheckReleaseTimes(&paths, rel->second, v);
+      if (!problem.ok()) {
+        if (problem.status().Is(Code::kCorruption) || problem.status().Is(Code::kNotFound)) return Status::OK();
+        return problem.status();
+      }
+      if (!problem->empty()) {
+        Fixable("times", name, *problem + " (repair drops them: the files show the commit time)");
+        bad_times_.push_back(k);
+      }
+      return Status::OK();
+    });
+  }
+
   Status CheckDigests() {
     std::map<std::string, uint32_t> expect(first_digest_.begin(), first_digest_.end());
     HOOKFS_RETURN_IF_ERROR(ForEach(t_.digests, true, [&](const std::string& k, const std::string& v) {
@@ -788,6 +830,7 @@ class Checker {
       r_->chunks_deleted += n;
       return Status::OK();
     }));
+    HOOKFS_RETURN_IF_ERROR(InBatches(bad_times_.size(), [&](Txn& txn, size_t i) { return txn.Del(t_.times, bad_times_[i]); }));
     if (abandoned_) HOOKFS_RETURN_IF_ERROR(s_->ReclaimAbandoned());
     // Problems repair fixed for good are no longer damage.
     for (size_t i : fixable_) r_->problems[i].fixed = true;
@@ -814,6 +857,7 @@ class Checker {
   std::vector<ObjectId> orphan_chunks_;
   std::vector<std::string> stale_quarantine_;
   std::set<std::string> hooks_;
+  std::vector<std::string> bad_times_;  // times keys repair deletes
   std::map<std::pair<std::string, uint32_t>, ObjectId> release_digests_;
   std::unordered_map<std::string, uint32_t> first_digest_;
   std::map<std::pair<std::string, std::string>, uint32_t> pointers_;

@@ -73,6 +73,40 @@ Result<ReleaseRecord> DecodeRelease(std::string_view bytes) {
   return rec;
 }
 
+int64_t TimesRecord::At(size_t i) const { return int64_t(coding::LE64(mtimes.data() + 8 * i)); }
+
+std::string EncodeTimes(std::string_view hook, const ObjectId& root, const std::vector<int64_t>& mtimes) {
+  std::string out;
+  out.reserve(1 + hook.size() + ObjectId::kSize + 4 + 8 * mtimes.size());
+  coding::PutU8(&out, uint8_t(hook.size()));
+  out += hook;
+  out.append(root.AsKey());
+  coding::PutLE32(&out, uint32_t(mtimes.size()));
+  for (int64_t t : mtimes) coding::PutLE64(&out, uint64_t(t));
+  return out;
+}
+
+Result<TimesRecord> DecodeTimes(std::string_view bytes) {
+  coding::Reader r(bytes);
+  uint8_t hook_len;
+  uint32_t count;
+  std::string_view hook, root, mtimes;
+  if (!r.U8(&hook_len) || !r.Bytes(hook_len, &hook) || !r.Bytes(ObjectId::kSize, &root) || !r.LE32v(&count))
+    return Status::Malformed("times record does not parse");
+  if (Status ns = ValidateHookName(hook); !ns.ok()) return Status::Malformed("times record: " + ns.message());
+  if (count > kMaxTimesPerRelease)
+    return Status::Malformed("times record lists " + std::to_string(count) + " times, limit " +
+                             std::to_string(kMaxTimesPerRelease));
+  if (!r.Bytes(size_t(count) * 8, &mtimes) || !r.done())
+    return Status::Malformed("times record of hook '" + std::string(hook) + "' is not 8 bytes per listed time");
+  TimesRecord rec;
+  rec.hook = std::string(hook);
+  rec.root = ObjectId::FromBytes(root.data());
+  rec.count = count;
+  rec.mtimes = mtimes;
+  return rec;
+}
+
 // ---- sinks -----------------------------------------------------------------
 
 FdSink::FdSink(int fd, std::string name) : fd_(fd), name_(std::move(name)) { buf_.reserve(1 << 20); }
@@ -119,7 +153,7 @@ Status FdSink::Flush() {
 
 // ---- writer ----------------------------------------------------------------
 
-PackWriter::PackWriter(ByteSink* sink) : sink_(sink) {}
+PackWriter::PackWriter(ByteSink* sink, uint32_t format_version) : sink_(sink), version_(format_version) {}
 
 Status PackWriter::Put(const void* data, size_t n) {
   trailer_.Update(data, n);
@@ -132,7 +166,7 @@ Status PackWriter::Header() {
   if (started_) return Status::OK();
   started_ = true;
   std::string h(kPackMagic, sizeof kPackMagic);
-  coding::PutLE32(&h, kPackFormatVersion);
+  coding::PutLE32(&h, version_);
   coding::PutLE32(&h, 0);
   return Put(h.data(), h.size());
 }
@@ -193,6 +227,19 @@ Status PackWriter::AddRelease(const ReleaseRecord& r) {
   rec += body;
   ++records_;
   return Put(rec.data(), rec.size());
+}
+
+Status PackWriter::AddTimes(std::string_view hook, const ObjectId& root, const std::vector<int64_t>& mtimes) {
+  if (version_ < 2) return Status::InvalidArgument("a version-1 pack cannot carry times");
+  if (mtimes.size() > kMaxTimesPerRelease) return Status::InvalidArgument("more times than a record holds");
+  HOOKFS_RETURN_IF_ERROR(Header());
+  std::string body = EncodeTimes(hook, root, mtimes);
+  std::string rec;
+  coding::PutU8(&rec, uint8_t(RecordKind::kTimes));
+  coding::PutLE32(&rec, uint32_t(body.size()));
+  ++records_;
+  HOOKFS_RETURN_IF_ERROR(Put(rec.data(), rec.size()));
+  return Put(body.data(), body.size());
 }
 
 Status PackWriter::Finish() {
@@ -295,9 +342,10 @@ Result<PackSummary> ScanPack(int fd, PackVisitor* v) {
   if (std::memcmp(header, kPackMagic, sizeof kPackMagic) != 0)
     return Status::Malformed("not a hookfs pack (bad magic)");
   sum.format_version = coding::LE32(header + 8);
-  if (sum.format_version != kPackFormatVersion)
+  if (sum.format_version != kPackFormatVersion && sum.format_version != kPackFormatVersionNoTimes)
     return Status::Unsupported("pack format version " + std::to_string(sum.format_version) +
-                               " is not supported (this hookfs reads version " +
+                               " is not supported (this hookfs reads versions " +
+                               std::to_string(kPackFormatVersionNoTimes) + " and " +
                                std::to_string(kPackFormatVersion) + ")");
   if (coding::LE32(header + 12) != 0) return Status::Malformed("pack header has unknown flags");
 
@@ -357,6 +405,22 @@ Result<PackSummary> ScanPack(int fd, PackVisitor* v) {
         body.resize(len);
         HOOKFS_RETURN_IF_ERROR(in.Read(body.data(), len, "tree"));
         HOOKFS_RETURN_IF_ERROR(v->OnTree(id, body, rec_offset));
+        break;
+      }
+      case uint8_t(RecordKind::kTimes): {
+        if (sum.format_version < 2)
+          return Status::Malformed("times record at byte " + std::to_string(rec_offset) +
+                                   " in a version-1 pack (times need version 2)");
+        char lenb[4];
+        HOOKFS_RETURN_IF_ERROR(in.Read(lenb, 4, "record length"));
+        uint32_t len = coding::LE32(lenb);
+        if (len > kMaxTimesRecord)
+          return Status::Malformed("times record at byte " + std::to_string(rec_offset) + " declares " +
+                                   std::to_string(len) + " bytes, limit " + std::to_string(kMaxTimesRecord));
+        body.resize(len);
+        HOOKFS_RETURN_IF_ERROR(in.Read(body.data(), len, "times record"));
+        HOOKFS_ASSIGN_OR_RETURN(TimesRecord t, DecodeTimes(body));
+        HOOKFS_RETURN_IF_ERROR(v->OnTimes(t));
         break;
       }
       default:

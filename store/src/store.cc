@@ -259,6 +259,7 @@ Status Store::CheckOrInitFormat() {
       {"digests", &tables_.digests},   {"pointers", &tables_.pointers},
       {"history", &tables_.history},   {"runs", &tables_.runs},
       {"journal", &tables_.journal},   {"quarantine", &tables_.quarantine},
+      {"times", &tables_.times},
   };
   for (const Named& n : all)
     HOOKFS_RETURN_IF_ERROR(lmdb::LmdbStatus(mdb_dbi_open(txn.get(), n.name, MDB_CREATE, n.dbi),

@@ -5,7 +5,7 @@
 // missing or extra); every tree (checksum, canonical decode, SHA-256 = id,
 // entries resolve, file sizes match their blobs); every release (record,
 // hook, versions 1..N, root is a tree, closure complete, files/bytes, the
-// damaged flag); the digests index; pointers and their history; runs; the
+// damaged flag); the times table (release_times.h); the digests index; pointers and their history; runs; the
 // journal (seq 1..N, JSON); pending chunk sessions; orphan chunks; the
 // quarantine table. Reads use one short read txn per object or small group,
 // so fsck runs beside a serving daemon without pinning old pages.
@@ -34,7 +34,7 @@ namespace hookfs {
 
 struct FsckProblem {
   // blob, tree, chunk, release, hook, digests, pointer, history, run,
-  // journal, pending, quarantine, meta
+  // journal, pending, quarantine, meta, times
   std::string kind;
   std::string object;  // an id in hex, "hook/N", a key...
   std::string what;

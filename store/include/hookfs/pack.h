@@ -2,11 +2,12 @@
 // the specification; this header is its reader and writer.
 //
 //   pack    := header record* end trailer
-//   header  := "HOOKPACK" u32 format_version(=1) u32 flags(=0)
+//   header  := "HOOKPACK" u32 format_version(1 or 2) u32 flags(=0)
 //   record  := 0x01 u32 len hook_decl          (len <= 64 KiB)
 //            | 0x02 id[32] u64 size data[size]  (blob)
 //            | 0x03 id[32] u32 len tree[len]    (canonical tree, tree.h)
 //            | 0x04 u32 len release[len]        (len <= 64 KiB)
+//            | 0x05 u32 len times[len]          (version 2 only; file mtimes)
 //   end     := 0x00
 //   trailer := u64 record_count  xxh3_128[16]   (over every byte before it)
 //
@@ -20,6 +21,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "hookfs/hash.h"
 #include "hookfs/object_id.h"
@@ -28,12 +30,20 @@
 namespace hookfs {
 
 inline constexpr char kPackMagic[8] = {'H', 'O', 'O', 'K', 'P', 'A', 'C', 'K'};
-inline constexpr uint32_t kPackFormatVersion = 1;
+// Version 2 adds the times record (file modification times); a pack
+// without one is written as version 1, which every hookfs reads.
+inline constexpr uint32_t kPackFormatVersion = 2;
+inline constexpr uint32_t kPackFormatVersionNoTimes = 1;
 inline constexpr size_t kPackHeaderSize = 16;
 inline constexpr size_t kPackTrailerSize = 8 + 16;
 inline constexpr size_t kMaxSmallRecord = 64 * 1024;
 
-enum class RecordKind : uint8_t { kEnd = 0, kHook = 1, kBlob = 2, kTree = 3, kRelease = 4 };
+enum class RecordKind : uint8_t { kEnd = 0, kHook = 1, kBlob = 2, kTree = 3, kRelease = 4, kTimes = 5 };
+
+// Times per release record: at most 2^21 files and symlinks, so a record
+// body is at most 16 MiB + 101 bytes.
+inline constexpr uint64_t kMaxTimesPerRelease = 1ull << 21;
+inline constexpr size_t kMaxTimesRecord = 1 + 64 + 32 + 4 + 8 * kMaxTimesPerRelease;
 
 // hook_decl := u8 name_len name u8 feature_len feature. An empty feature
 // means the pack names none (it matches any existing hook's feature).
@@ -53,6 +63,22 @@ struct ReleaseRecord {
   std::string source_ref;
   std::string message;
 };
+
+// times := u8 hook_len hook root[32] u32 count i64 mtime[count]
+// The modification times (Unix seconds) of the files, executables and
+// symlinks of the release (hook, root), one per path, in the order of a
+// depth-first walk visiting each tree's entries in order (docs/pack-format.md
+// §6a). Not part of the digest. `mtimes` holds the raw count * 8 bytes.
+struct TimesRecord {
+  std::string hook;
+  ObjectId root;
+  uint32_t count = 0;
+  std::string_view mtimes;  // little-endian i64s; valid while the caller's bytes are
+  int64_t At(size_t i) const;
+};
+
+std::string EncodeTimes(std::string_view hook, const ObjectId& root, const std::vector<int64_t>& mtimes);
+Result<TimesRecord> DecodeTimes(std::string_view bytes);
 
 std::string EncodeHookDecl(const HookDecl& d);
 Result<HookDecl> DecodeHookDecl(std::string_view bytes);
@@ -96,7 +122,8 @@ class StringSink : public ByteSink {
 // end marker and trailer and flushes. Declared ids are written as given.
 class PackWriter {
  public:
-  explicit PackWriter(ByteSink* sink);
+  // `format_version` 1 cannot carry times records (AddTimes fails).
+  explicit PackWriter(ByteSink* sink, uint32_t format_version = kPackFormatVersionNoTimes);
   Status AddHook(const HookDecl& decl);
   // A blob whose `size` bytes follow through BlobData calls.
   Status BeginBlob(const ObjectId& id, uint64_t size);
@@ -104,6 +131,7 @@ class PackWriter {
   Status AddBlob(const ObjectId& id, std::string_view content);
   Status AddTree(const ObjectId& id, std::string_view encoded);
   Status AddRelease(const ReleaseRecord& rec);
+  Status AddTimes(std::string_view hook, const ObjectId& root, const std::vector<int64_t>& mtimes);
   Status Finish();
   uint64_t records() const { return records_; }
 
@@ -113,6 +141,7 @@ class PackWriter {
   Status EndBlobIfDone();
 
   ByteSink* sink_;
+  uint32_t version_;
   Xxh3_128 trailer_;
   bool started_ = false;
   bool finished_ = false;
@@ -138,6 +167,8 @@ class PackVisitor {
     return Status::OK();
   }
   virtual Status OnRelease(const ReleaseRecord&) { return Status::OK(); }
+  // Version 2 only. The record's mtimes point into the scanner's buffer.
+  virtual Status OnTimes(const TimesRecord&) { return Status::OK(); }
 };
 
 struct PackSummary {

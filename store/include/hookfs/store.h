@@ -68,6 +68,10 @@ struct Tables {
   // 't'|'b' ++ id -> JSON {reason, releases}: objects fsck --repair found
   // damaged or missing (docs/integrity.md). Usually empty.
   MDB_dbi quarantine = 0;
+  // name \0 u32be version -> the release's file modification times
+  // (ledger/include/hookfs/release_times.h). Absent: the files show the
+  // release's commit time.
+  MDB_dbi times = 0;
 };
 
 struct BlobInfo {
