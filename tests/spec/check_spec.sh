@@ -3,14 +3,17 @@
 #
 #   check_spec.sh HOOKCTL PACKWRITER
 #
-# 1. golden:  the directory of docs/pack-format.md §11, packed by PACKWRITER,
-#             must equal tests/golden/sample.pack byte for byte.
+# 1. golden:  the directory of docs/pack-format.md §11 (with its mtimes),
+#             packed by PACKWRITER, must equal tests/golden/sample-v2.pack
+#             byte for byte, and with --no-mtimes tests/golden/sample.pack.
 # 2. accept:  a richer tree (nested dirs, a > 600 KiB file, executables, a
 #             symlink) must be accepted by `hookctl apply`, and `hookctl show`
 #             must report the digest PACKWRITER printed; `hookctl inspect`
 #             must succeed.
 # 3. poison:  a pack with one blob's data corrupted (declared id kept) must be
 #             rejected by `hookctl apply` (exit 1, "rejected").
+# 4. times:   the rich tree again with other mtimes is a duplicate of the same
+#             digest; a times record one short rejects its release.
 set -euo pipefail
 
 if [ $# -ne 2 ]; then
@@ -22,7 +25,8 @@ PACKWRITER=$2
 PY=/usr/bin/python3
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-GOLDEN=$here/../golden/sample.pack
+GOLDEN=$here/../golden/sample-v2.pack
+GOLDEN_V1=$here/../golden/sample.pack
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/check_spec.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
@@ -47,6 +51,14 @@ check_golden() {
     chmod 0755 "$d/bin/run"
     chmod 0644 "$d/dup.txt" "$d/etc/app.conf" "$d/name with space.txt" \
         "$d/$(printf '\303\274n\303\257code.txt')" "$d/zero"
+    # The mtimes of docs/pack-format.md §11.
+    touch -d @1700000000 "$d/bin/run"
+    touch -d @1600000000 "$d/dup.txt"
+    touch -d @1500000000 "$d/etc/app.conf"
+    touch -h -d @1767225599 "$d/link"
+    touch -d @1 "$d/name with space.txt"
+    touch -d @-86400 "$d/zero"
+    touch -d @1767225600 "$d/$(printf '\303\274n\303\257code.txt')"
 
     local digest
     if ! digest=$("$PY" "$PACKWRITER" --hook golden --feature shell \
@@ -63,7 +75,18 @@ check_golden() {
         fail "golden: pack differs from $GOLDEN"
         return
     fi
-    pass "golden: byte-identical to tests/golden/sample.pack ($digest)"
+    pass "golden: byte-identical to tests/golden/sample-v2.pack ($digest)"
+    if ! "$PY" "$PACKWRITER" --hook golden --feature shell --no-mtimes \
+            --source-ref git:0123abcd --message 'golden pack' \
+            --created-at 1767225600 "$d" "$TMP/golden-v1.pack" >/dev/null; then
+        fail "golden v1: packwriter failed"
+        return
+    fi
+    if ! cmp "$TMP/golden-v1.pack" "$GOLDEN_V1"; then
+        fail "golden v1: pack differs from $GOLDEN_V1"
+        return
+    fi
+    pass "golden v1: byte-identical to tests/golden/sample.pack"
 }
 
 # A richer tree for checks 2 and 3.
@@ -156,9 +179,40 @@ check_poison() {
     pass "poison: rejected (exit 1)"
 }
 
+# ---------------------------------------------------------------- 4. times
+check_times() {
+    local d=$TMP/rich-times store=$TMP/store-times
+    make_rich_tree "$d"
+    find "$d" ! -type d -exec touch -h -d @1600000000 {} +
+    local digest out rc=0
+    digest=$("$PY" "$PACKWRITER" --hook richapp --created-at 1 "$d" "$TMP/t1.pack") || { fail "times: packwriter"; return; }
+    out=$("$HOOKCTL" apply --store "$store" "$TMP/t1.pack" 2>&1) || rc=$?
+    if [ $rc -ne 0 ] || ! grep -q '"accepted"' <<<"$out"; then
+        echo "$out" >&2; fail "times: first pack not accepted (exit $rc)"; return
+    fi
+    find "$d" ! -type d -exec touch -h -d @1700000000 {} +
+    local digest2
+    digest2=$("$PY" "$PACKWRITER" --hook richapp --created-at 2 "$d" "$TMP/t2.pack") || { fail "times: packwriter"; return; }
+    rc=0
+    out=$("$HOOKCTL" apply --store "$store" "$TMP/t2.pack" 2>&1) || rc=$?
+    if [ $rc -ne 0 ] || [ "$digest2" != "$digest" ] || ! grep -q '"duplicate"' <<<"$out"; then
+        echo "$out" >&2; fail "times: other mtimes not a duplicate of $digest (exit $rc, digest $digest2)"; return
+    fi
+    pass "times: other mtimes, same digest, duplicate"
+    echo new >"$d/README"
+    "$PY" "$PACKWRITER" --hook richapp --times-count-off 1 "$d" "$TMP/t3.pack" >/dev/null || { fail "times: packwriter"; return; }
+    rc=0
+    out=$("$HOOKCTL" apply --store "$store" "$TMP/t3.pack" 2>&1) || rc=$?
+    if [ $rc -ne 1 ] || ! grep -q 'times record lists' <<<"$out"; then
+        echo "$out" >&2; fail "times: a short times record was not rejected (exit $rc)"; return
+    fi
+    pass "times: a times record one short is rejected"
+}
+
 check_golden
 check_accept
 check_poison
+check_times
 
 echo "spec: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,21 +1,27 @@
 #!/usr/bin/python3
-"""Independent writer for the hookfs pack format, version 1.
+"""Independent writer for the hookfs pack format, versions 1 and 2.
 
 Written from docs/pack-format.md alone (no C++ sources consulted), to check
 that the document is a sufficient contract.
 
     packwriter.py --hook NAME [--feature F] [--source-ref R] [--message M]
-                  [--created-at N] [--no-advance] [--poison] DIR OUT
+                  [--created-at N] [--no-advance] [--poison] [--no-mtimes]
+                  [--times-count-off N] DIR OUT
 
 Prints the release digest (the id of DIR's root tree) on stdout.
+
+By default the pack is version 2 and carries a times record (§6a): the
+mtime of every file and symlink, in walk order. --no-mtimes writes a
+version-1 pack without it. --times-count-off N lists N times fewer (a times
+record the store must reject).
 
 --poison writes the data of one (non-empty) blob with one byte flipped while
 keeping its declared id, size and a correct trailer: the pack is well framed
 but the store must reject the release that reaches that blob.
 
 Record order (the document only says "hook declaration, then blobs, then
-trees (children before parents), then the release"; the finer order below is
-what tests/golden/sample.ids shows):
+trees (children before parents), then the release, then its times record";
+the finer order below is what tests/golden/sample-v2.ids shows):
   - blobs in order of first appearance in a depth-first walk of the tree,
     entries visited in their canonical (byte-sorted) order, each id once;
   - trees in post-order of the same walk (a directory's subtrees, in entry
@@ -34,10 +40,12 @@ import time
 import xxhash
 
 MAGIC = b"HOOKPACK"
-FORMAT_VERSION = 1
+FORMAT_VERSION_NO_TIMES = 1
+FORMAT_VERSION_TIMES = 2
 
 T_FILE, T_EXEC, T_SYMLINK, T_DIR = 1, 2, 3, 4
-R_END, R_HOOK, R_BLOB, R_TREE, R_RELEASE = 0x00, 0x01, 0x02, 0x03, 0x04
+R_END, R_HOOK, R_BLOB, R_TREE, R_RELEASE, R_TIMES = 0x00, 0x01, 0x02, 0x03, 0x04, 0x05
+MAX_TIMES = 2097152
 
 MAX_BLOB = 1 << 40
 MAX_TREE = 16 * 1024 * 1024
@@ -77,6 +85,7 @@ class Builder:
         self.blob_ids = set()
         self.trees = []        # [(id, tree_bytes)] post-order
         self.tree_ids = set()
+        self.mtimes = []       # files and symlinks, depth-first walk order
 
     def check_name(self, name, where):
         if not (1 <= len(name) <= 255) or name in (b".", b"..") \
@@ -97,6 +106,9 @@ class Builder:
             full = os.path.join(path, name)
             st = os.lstat(full)
             m = st.st_mode
+            if not stat.S_ISDIR(m):
+                # whole seconds, rounded down (also before 1970)
+                self.mtimes.append(st.st_mtime_ns // 1000000000)
             if stat.S_ISLNK(m):
                 target = os.readlink(full)
                 if not (1 <= len(target) <= 4095) or b"\0" in target:
@@ -139,7 +151,7 @@ class HashingWriter:
 
 
 def main(argv):
-    ap = argparse.ArgumentParser(description="write a hookfs v1 pack from a directory")
+    ap = argparse.ArgumentParser(description="write a hookfs pack (v2 with times, v1 without) from a directory")
     ap.add_argument("--hook", required=True)
     ap.add_argument("--feature", default="")
     ap.add_argument("--source-ref", default="")
@@ -147,6 +159,8 @@ def main(argv):
     ap.add_argument("--created-at", type=int, default=None)
     ap.add_argument("--no-advance", action="store_true")
     ap.add_argument("--poison", action="store_true")
+    ap.add_argument("--no-mtimes", action="store_true")
+    ap.add_argument("--times-count-off", type=int, default=0)
     ap.add_argument("dir")
     ap.add_argument("out")
     a = ap.parse_args(argv)
@@ -192,7 +206,17 @@ def main(argv):
                    + struct.pack("<H", len(message)) + message)
     assert len(hook_decl) <= MAX_BODY and len(release_rec) <= MAX_BODY
 
-    count = 1 + len(b.blobs) + len(b.trees) + 1
+    times_rec = None
+    if not a.no_mtimes:
+        mtimes = b.mtimes[:len(b.mtimes) - a.times_count_off]
+        if len(mtimes) > MAX_TIMES:
+            raise PackError("more than %d files and symlinks: no times" % MAX_TIMES)
+        times_rec = (struct.pack("<B", len(hook)) + hook + root
+                     + struct.pack("<I", len(mtimes))
+                     + b"".join(struct.pack("<q", t) for t in mtimes))
+    version = FORMAT_VERSION_NO_TIMES if times_rec is None else FORMAT_VERSION_TIMES
+
+    count = 1 + len(b.blobs) + len(b.trees) + 1 + (times_rec is not None)
     if count > MAX_RECORDS:
         raise PackError("more than %d records" % MAX_RECORDS)
 
@@ -200,7 +224,7 @@ def main(argv):
     try:
         with open(tmp, "wb") as f:
             w = HashingWriter(f)
-            w.write(MAGIC + struct.pack("<II", FORMAT_VERSION, 0))
+            w.write(MAGIC + struct.pack("<II", version, 0))
             w.write(struct.pack("<BI", R_HOOK, len(hook_decl)) + hook_decl)
             for bid, size, path in b.blobs:
                 w.write(struct.pack("<B", R_BLOB) + bid + struct.pack("<Q", size))
@@ -221,6 +245,8 @@ def main(argv):
             for tid, data in b.trees:
                 w.write(struct.pack("<B", R_TREE) + tid + struct.pack("<I", len(data)) + data)
             w.write(struct.pack("<BI", R_RELEASE, len(release_rec)) + release_rec)
+            if times_rec is not None:
+                w.write(struct.pack("<BI", R_TIMES, len(times_rec)) + times_rec)
             w.write(struct.pack("<B", R_END))
             w.write(struct.pack("<Q", count))
             # python-xxhash's digest() is the canonical form: high 64 bits
