@@ -1,12 +1,16 @@
 #include "hookfs/apply.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
+#include <optional>
 #include <mutex>
 #include <chrono>
 #include <cerrno>
@@ -29,18 +33,23 @@ using nlohmann::json;
 
 namespace {
 
-struct PackBlob {
-  ObjectId declared;
-  uint64_t size = 0;
-  bool written = false;  // streamed into this session's chunks
-  bool ok = false;       // hashed to its declared id (set by the hasher)
-  std::string why;
-  std::vector<uint64_t> chunk_xxh3;
+// One blob or tree record of the pack as pass 1 found it. 48 bytes, and
+// nothing else is kept per record: 4,194,304 records (the format's limit)
+// fit the 256 MiB an apply may take (DESIGN.md §4). Trees are not kept
+// decoded: they are read back from the pack file when needed.
+enum : uint8_t { kStored = 0, kHashing = 1, kOk = 2, kBadHash = 3, kNotCanonical = 4 };
+struct PackObject {
+  ObjectId id;
+  uint64_t offset = 0;     // of its bytes in the pack file
+  uint64_t size : 48 = 0;  // declared bytes
+  uint64_t tree : 1 = 0;
+  uint64_t state : 3 = kStored;  // kStored: the store had the blob intact, so the pack's bytes were not hashed
 };
+static_assert(sizeof(PackObject) == 48);
 
-// SHA-256 of streamed blobs on a second thread, so hashing overlaps reading
-// and writing. Chunk buffers come from a bounded pool: memory stays fixed
-// however large the pack.
+// SHA-256 of large blobs on a second thread, so hashing overlaps reading.
+// Chunk buffers come from a bounded pool: memory stays fixed however large
+// the pack.
 class Hasher {
  public:
   static constexpr size_t kPoolChunks = 64;  // 16 MiB in flight at most
@@ -57,10 +66,10 @@ class Hasher {
     free_.pop_back();
     return b;
   }
-  // Hashes `len` bytes of `buf` into `blob`; `end` finishes the blob.
-  void Push(PackBlob* blob, std::unique_ptr<char[]> buf, size_t len, bool end) {
+  // Hashes `len` bytes of `buf` into `obj`; `end` finishes it (sets its state).
+  void Push(PackObject* obj, std::unique_ptr<char[]> buf, size_t len, bool end) {
     std::lock_guard<std::mutex> l(mu_);
-    work_.push_back({blob, std::move(buf), len, end});
+    work_.push_back({obj, std::move(buf), len, end});
     cv_work_.notify_one();
   }
   void Drain() {
@@ -79,7 +88,7 @@ class Hasher {
 
  private:
   struct Item {
-    PackBlob* blob;
+    PackObject* obj;
     std::unique_ptr<char[]> buf;
     size_t len;
     bool end;
@@ -97,11 +106,7 @@ class Hasher {
         busy_ = true;
       }
       if (it.buf) sha.Update(it.buf.get(), it.len);
-      if (it.end) {
-        ObjectId got = sha.Finish();
-        if (got == it.blob->declared) it.blob->ok = true;
-        else it.blob->why = "blob declared as " + it.blob->declared.Hex() + " hashes to " + got.Hex();
-      }
+      if (it.end) it.obj->state = sha.Finish() == it.obj->id ? kOk : kBadHash;
       std::lock_guard<std::mutex> l(mu_);
       if (it.buf) free_.push_back(std::move(it.buf));
       busy_ = false;
@@ -118,50 +123,54 @@ class Hasher {
   std::thread thread_;
 };
 
-struct PackTree {
-  ObjectId declared;
-  bool ok = false;
-  std::string why;
-  Tree tree;
-};
-
-// Phase 1: one streaming pass. ScanPack checks framing and trailer; blob
-// data goes into this session's chunks as it arrives (reclaimed unless a
-// release that reaches it commits) and through the hasher.
+// Phase 1: one pass over the pack that verifies everything and writes
+// nothing (no write txn, no lock others wait for): framing and trailer
+// (ScanPack), the SHA-256 of every blob the store lacks, every tree's hash
+// and canonical form. What is kept is the compact index above.
 class Indexer : public PackVisitor {
  public:
-  explicit Indexer(ChunkSession* session) : session_(session) {}
+  explicit Indexer(Store* store) : store_(store) {}
 
   std::unordered_map<std::string, HookDecl> hooks;
   std::vector<std::string> hook_order;
-  std::unordered_map<ObjectId, size_t> blob_index;
-  std::unordered_map<ObjectId, PackTree> trees;
+  std::deque<PackObject> objects;  // sorted by (id, tree) after Finish; a deque never moves an element
   std::vector<ReleaseRecord> releases;
   apply_times::Collector times;  // file mtimes, apart from the streaming
 
   Status OnTimes(const TimesRecord& t) override { return times.Add(t); }
   Status OnHook(const HookDecl& d) override {
     if (hooks.count(d.name)) return Status::Malformed("hook '" + d.name + "' declared twice");
+    if (hooks.size() >= Limits::kMaxReleasesPerPack)
+      return Status::Malformed("pack declares more than " + std::to_string(Limits::kMaxReleasesPerPack) + " hooks");
     hooks[d.name] = d;
     hook_order.push_back(d.name);
     return Status::OK();
   }
-  Status OnBlobBegin(const ObjectId& id, uint64_t size, uint64_t) override {
-    if (blob_index.count(id)) return Status::Malformed("blob " + id.Hex() + " appears twice");
-    blob_index[id] = blobs.size();
-    blobs.push_back(std::make_unique<PackBlob>());
-    cur_ = blobs.back().get();
-    cur_->declared = id;
+  Status OnBlobBegin(const ObjectId& id, uint64_t size, uint64_t offset) override {
+    objects.push_back({});
+    cur_ = &objects.back();
+    cur_->id = id;
+    cur_->offset = offset;
     cur_->size = size;
-    // A blob the store has is not needed from the pack: skip, unhashed.
-    HOOKFS_ASSIGN_OR_RETURN(cur_->written, session_->BeginBlob(id, size));
-    next_chunk_ = 0;
+    // A blob the store has intact is not needed from the pack: not hashed.
+    HOOKFS_ASSIGN_OR_RETURN(bool stored, StoredIntact(id));
+    cur_->state = stored ? kStored : kHashing;
     fill_ = 0;
-    if (cur_->written) buf_ = hasher_.Buffer();
+    if (stored) return Status::OK();
+    if (size < kChunkSize) {
+      inline_ = true;  // small: hashed here, no hand-off per blob
+    } else {
+      inline_ = false;
+      buf_ = hasher_.Buffer();
+    }
     return Status::OK();
   }
   Status OnBlobData(const void* data, size_t n) override {
-    if (!cur_->written) return Status::OK();
+    if (cur_->state == kStored) return Status::OK();
+    if (inline_) {
+      small_.Update(data, n);
+      return Status::OK();
+    }
     auto p = static_cast<const char*>(data);
     while (n > 0) {
       size_t k = std::min(n, kChunkSize - fill_);
@@ -169,29 +178,32 @@ class Indexer : public PackVisitor {
       fill_ += k;
       p += k;
       n -= k;
-      if (fill_ == kChunkSize) HOOKFS_RETURN_IF_ERROR(EmitChunk(false));
+      if (fill_ == kChunkSize) {
+        hasher_.Push(cur_, std::move(buf_), fill_, false);
+        buf_ = hasher_.Buffer();
+        fill_ = 0;
+      }
     }
     return Status::OK();
   }
   Status OnBlobEnd() override {
-    if (!cur_->written) return Status::OK();
-    return EmitChunk(true);
-  }
-  Status OnTree(const ObjectId& id, std::string_view encoded, uint64_t) override {
-    if (trees.count(id)) return Status::Malformed("tree " + id.Hex() + " appears twice");
-    PackTree t;
-    t.declared = id;
-    ObjectId computed = Sha256::Of(encoded);
-    auto decoded = DecodeTree(encoded);
-    if (!decoded.ok()) {
-      t.why = "tree " + id.Hex() + " is not canonical: " + decoded.status().message();
-    } else if (computed != id) {
-      t.why = "tree declared as " + id.Hex() + " hashes to " + computed.Hex();
-    } else {
-      t.ok = true;
-      t.tree = std::move(decoded).value();
+    if (cur_->state == kStored) return Status::OK();
+    if (inline_) {
+      cur_->state = small_.Finish() == cur_->id ? kOk : kBadHash;
+      return Status::OK();
     }
-    trees.emplace(id, std::move(t));
+    hasher_.Push(cur_, std::move(buf_), fill_, true);
+    return Status::OK();
+  }
+  Status OnTree(const ObjectId& id, std::string_view encoded, uint64_t rec_offset) override {
+    PackObject t;
+    t.id = id;
+    t.offset = rec_offset + 1 + ObjectId::kSize + 4;
+    t.size = encoded.size();
+    t.tree = 1;
+    if (Sha256::Of(encoded) != id) t.state = kBadHash;
+    else t.state = DecodeTree(encoded).ok() ? kOk : kNotCanonical;  // decoded only to check, then dropped
+    objects.push_back(t);
     return Status::OK();
   }
   Status OnRelease(const ReleaseRecord& r) override {
@@ -200,60 +212,115 @@ class Indexer : public PackVisitor {
     releases.push_back(r);
     return Status::OK();
   }
-  // Waits until every streamed blob is hashed.
-  void Finish() { hasher_.Drain(); }
-
-  std::vector<std::unique_ptr<PackBlob>> blobs;
-
- private:
-  // Writes the buffered chunk (full, or the blob's last) and hands it to
-  // the hasher; `end` closes the blob.
-  Status EmitChunk(bool end) {
-    if (fill_ > 0) {
-      cur_->chunk_xxh3.push_back(Xxh3_64(buf_.get(), fill_));
-      HOOKFS_RETURN_IF_ERROR(session_->PutChunk(cur_->declared, next_chunk_++, buf_.get(), fill_));
-    }
-    size_t len = fill_;
-    fill_ = 0;
-    hasher_.Push(cur_, std::move(buf_), len, end);
-    if (!end) buf_ = hasher_.Buffer();
+  // Waits until every blob is hashed, then sorts the index and refuses an
+  // object that appears twice.
+  Status Finish() {
+    hasher_.Drain();
+    view_.reset();
+    std::sort(objects.begin(), objects.end(), Less);
+    for (size_t i = 1; i < objects.size(); ++i)
+      if (objects[i - 1].id == objects[i].id && objects[i - 1].tree == objects[i].tree)
+        return Status::Malformed(std::string(objects[i].tree ? "tree " : "blob ") + objects[i].id.Hex() + " appears twice");
     return Status::OK();
   }
+  void Stop() { hasher_.Drain(); }
+  // Index of the pack's blob or tree `id`, or npos.
+  size_t Find(bool tree, const ObjectId& id) const {
+    PackObject key;
+    key.id = id;
+    key.tree = tree;
+    auto it = std::lower_bound(objects.begin(), objects.end(), key, Less);
+    if (it == objects.end() || it->id != id || it->tree != uint64_t(tree)) return npos;
+    return size_t(it - objects.begin());
+  }
+  static constexpr size_t npos = size_t(-1);
 
-  ChunkSession* session_;
+ private:
+  static bool Less(const PackObject& a, const PackObject& b) {
+    if (a.id != b.id) return a.id < b.id;
+    return a.tree < b.tree;
+  }
+  // A read txn renewed often: never a long snapshot while the pack streams in.
+  Result<bool> StoredIntact(const ObjectId& id) {
+    auto now = std::chrono::steady_clock::now();
+    if (!view_ || ++view_uses_ > 1024 || now - view_since_ > std::chrono::milliseconds(100)) {
+      view_.reset();
+      HOOKFS_ASSIGN_OR_RETURN(ReadView v, store_->Read());
+      view_.emplace(std::move(v));
+      view_uses_ = 0;
+      view_since_ = now;
+    }
+    auto info = view_->GetBlobInfo(id);
+    if (info.ok()) return (info->flags & kBlobQuarantined) == 0;
+    if (info.status().Is(Code::kNotFound) || info.status().Is(Code::kCorruption)) return false;
+    return info.status();
+  }
+
+  Store* store_;
+  std::optional<ReadView> view_;
+  size_t view_uses_ = 0;
+  std::chrono::steady_clock::time_point view_since_;
   Hasher hasher_;
-  PackBlob* cur_ = nullptr;
+  Sha256 small_;
+  bool inline_ = false;
+  PackObject* cur_ = nullptr;
   std::unique_ptr<char[]> buf_;
   size_t fill_ = 0;
-  uint32_t next_chunk_ = 0;
 };
+
+// Reads exactly `n` bytes at `off` of the pack file.
+Status ReadAt(int fd, uint64_t off, char* dst, size_t n) {
+  while (n > 0) {
+    ssize_t r = ::pread(fd, dst, n, off_t(off));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return Status::IOError(std::string("read pack: ") + std::strerror(errno));
+    }
+    if (r == 0) return Status::Malformed("the pack changed (shrank) while it was applied");
+    dst += r;
+    off += uint64_t(r);
+    n -= size_t(r);
+  }
+  return Status::OK();
+}
 
 struct Plan {
   size_t release;            // index into Indexer::releases
   ReleaseOutcome outcome;
-  std::vector<size_t> blobs;  // pack blobs it needs written
-  std::vector<ObjectId> trees;  // pack trees it reaches
+  std::vector<uint32_t> blobs;  // pack blobs (Indexer::objects) it needs written
+  std::vector<uint32_t> trees;  // pack trees it reaches
   // Stored objects it relies on without the pack's copy: the final txn
   // re-checks they still exist (gc may have removed them meanwhile).
   std::vector<ObjectId> stored_trees, stored_blobs;
   uint64_t files = 0, bytes = 0;
 };
 
+template <typename T>
+void SortUnique(std::vector<T>* v) {
+  std::sort(v->begin(), v->end());
+  v->erase(std::unique(v->begin(), v->end()), v->end());
+}
+
 class Applier {
  public:
   Applier(Ledger* ledger, const ApplyOptions& opts, ApplyReport* report, ChunkSession* session)
       : store_(ledger->store()), t_(store_->tables()), opts_(opts), report_(report), session_(session),
-        ix_(session) {}
+        ix_(store_) {}
 
   Status Run(int fd);
 
  private:
-  Status Walk(const ReadView& view, const ObjectId& tree_id, size_t depth, Plan* plan,
-              std::unordered_set<ObjectId>* seen_trees);
-  Status WalkEntries(const ReadView& view, const ObjectId& tree_id, const Tree& tree, size_t depth, Plan* plan,
-                     std::unordered_set<ObjectId>* seen_trees);
-  Status WriteObjects(lmdb::Txn& txn, const Plan& p, std::unordered_set<ObjectId>* trees_done,
-                      std::vector<std::pair<char, ObjectId>>* healed);
+  Status WalkRelease(const ReadView& view, const ObjectId& root, Plan* plan);
+  Status WalkEntries(const ReadView& view, const ObjectId& tree_id, const Tree& tree, Plan* plan,
+                     const std::function<void(const ObjectId&)>& child);
+  // A pack tree read back from the pack file and checked again (the file
+  // could have changed since pass 1).
+  Result<std::string> PackTreeBytes(const PackObject& o);
+  Result<Tree> PackTree(const PackObject& o);
+  Result<std::string> Why(const PackObject& o);
+  Status WriteBlobs(const std::vector<Plan>& plans);
+  Status CheckSpace(uint64_t need);
+  Status WriteObjects(lmdb::Txn& txn, const Plan& p, std::vector<std::pair<char, ObjectId>>* healed);
   Status Stats(const ReadView& view, const ObjectId& tree_id, uint64_t* files, uint64_t* bytes);
   void Reject(Plan* p, std::string reason, std::vector<ObjectId> bad) {
     if (p->outcome.kind == ReleaseOutcome::Kind::kRejected) {
@@ -272,62 +339,130 @@ class Applier {
   ApplyReport* report_;
   ChunkSession* session_;
   Indexer ix_;
+  int fd_ = -1;
   std::unordered_map<ObjectId, std::pair<uint64_t, uint64_t>> stats_memo_;
-  std::unordered_set<size_t> committed_blobs_;  // pack blobs given a record
+  // Blobs written in this session's chunks: index -> first of its chunk
+  // XXH3s in xxh_ (sorted by index once written).
+  std::vector<std::pair<uint32_t, uint64_t>> written_;
+  std::vector<uint64_t> xxh_;
+  std::vector<uint32_t> committed_;  // pack blobs given a record
+  std::unordered_set<uint32_t> trees_done_;
   bool damaged_store_ = false;  // the quarantine table has entries (phase 2's view)
 };
 
-Status Applier::Walk(const ReadView& view, const ObjectId& id, size_t depth, Plan* plan,
-                     std::unordered_set<ObjectId>* seen) {
-  if (depth > Limits::kMaxDepth) {
-    Reject(plan, "tree deeper than " + std::to_string(Limits::kMaxDepth) + " levels", {id});
-    return Status::OK();
-  }
-  if (!seen->insert(id).second) return Status::OK();
-  auto it = ix_.trees.find(id);
-  if (it == ix_.trees.end()) {
-    HOOKFS_ASSIGN_OR_RETURN(bool have, view.HasTree(id));
-    if (!have) {
-      Reject(plan, "tree " + id.Hex() + " is neither in the pack nor in the store", {id});
-      return Status::OK();
-    }
-    plan->stored_trees.push_back(id);
-    if (!damaged_store_) return Status::OK();  // a stored tree's closure is complete (invariant 1)
-    // A damaged store: a stored tree may reach quarantined objects; walk it.
-    HOOKFS_ASSIGN_OR_RETURN(bool quarantined, view.IsQuarantined('t', id));
-    if (quarantined) {
-      Reject(plan, "tree " + id.Hex() + " is damaged in the store (quarantined) and not in the pack", {id});
-      return Status::OK();
-    }
-    auto stored = view.GetTree(id);
-    if (!stored.ok()) {
-      if (!stored.status().Is(Code::kCorruption)) return stored.status();
-      Reject(plan, stored.status().message(), {id});
-      return Status::OK();
-    }
-    return WalkEntries(view, id, *stored, depth, plan, seen);
-  }
-  if (!it->second.ok) {
-    Reject(plan, it->second.why, {id});
-    return Status::OK();
-  }
-  plan->trees.push_back(id);
-  return WalkEntries(view, id, it->second.tree, depth, plan, seen);
+Result<std::string> Applier::PackTreeBytes(const PackObject& o) {
+  std::string bytes(size_t(o.size), '\0');
+  HOOKFS_RETURN_IF_ERROR(ReadAt(fd_, o.offset, bytes.data(), bytes.size()));
+  if (Sha256::Of(bytes) != o.id) return Status::Malformed("the pack changed while it was applied (tree " + o.id.Hex() + ")");
+  return bytes;
 }
 
-Status Applier::WalkEntries(const ReadView& view, const ObjectId& id, const Tree& tree, size_t depth, Plan* plan,
-                            std::unordered_set<ObjectId>* seen) {
+Result<Tree> Applier::PackTree(const PackObject& o) {
+  HOOKFS_ASSIGN_OR_RETURN(std::string bytes, PackTreeBytes(o));
+  auto tree = DecodeTree(bytes);
+  if (!tree.ok()) return Status::Malformed("the pack changed while it was applied (tree " + o.id.Hex() + ")");
+  return tree;
+}
+
+// The reason a pack object failed its check, worked out again from the pack
+// (pass 1 keeps only a state, so that its index stays small).
+Result<std::string> Applier::Why(const PackObject& o) {
+  const char* kind = o.tree ? "tree " : "blob ";
+  std::string bytes(size_t(std::min<uint64_t>(o.size, kChunkSize)), '\0');
+  Sha256 sha;
+  std::string tree_bytes;
+  for (uint64_t at = 0; at < o.size;) {
+    size_t n = size_t(std::min<uint64_t>(bytes.size(), o.size - at));
+    HOOKFS_RETURN_IF_ERROR(ReadAt(fd_, o.offset + at, bytes.data(), n));
+    sha.Update(bytes.data(), n);
+    if (o.tree) tree_bytes.append(bytes.data(), n);
+    at += n;
+  }
+  ObjectId got = sha.Finish();
+  if (got != o.id) return std::string(kind) + "declared as " + o.id.Hex() + " hashes to " + got.Hex();
+  if (o.tree)
+    if (auto decoded = DecodeTree(tree_bytes); !decoded.ok())
+      return "tree " + o.id.Hex() + " is not canonical: " + decoded.status().message();
+  return Status::Malformed("the pack changed while it was applied (" + std::string(kind) + o.id.Hex() + ")");
+}
+
+// Breadth first, so that at most one decoded tree is held at a time. A tree
+// reached again deeper is walked again: the depth limit holds on every path.
+Status Applier::WalkRelease(const ReadView& view, const ObjectId& root, Plan* plan) {
+  std::unordered_map<ObjectId, uint32_t> depth_seen;
+  std::deque<std::pair<ObjectId, uint32_t>> queue;
+  queue.emplace_back(root, 0);
+  depth_seen[root] = 0;
+  while (!queue.empty()) {
+    auto [id, depth] = queue.front();
+    queue.pop_front();
+    if (depth > Limits::kMaxDepth) {
+      Reject(plan, "tree deeper than " + std::to_string(Limits::kMaxDepth) + " levels", {id});
+      continue;
+    }
+    auto child = [&, d = depth](const ObjectId& c) {
+      auto [it, fresh] = depth_seen.emplace(c, d + 1);
+      if (!fresh) {
+        if (it->second >= d + 1) return;
+        it->second = d + 1;
+      }
+      queue.emplace_back(c, d + 1);
+    };
+    size_t ti = ix_.Find(true, id);
+    if (ti == Indexer::npos) {
+      HOOKFS_ASSIGN_OR_RETURN(bool have, view.HasTree(id));
+      if (!have) {
+        Reject(plan, "tree " + id.Hex() + " is neither in the pack nor in the store", {id});
+        continue;
+      }
+      plan->stored_trees.push_back(id);
+      if (!damaged_store_) continue;  // a stored tree's closure is complete (invariant 1)
+      // A damaged store: a stored tree may reach quarantined objects; walk it.
+      HOOKFS_ASSIGN_OR_RETURN(bool quarantined, view.IsQuarantined('t', id));
+      if (quarantined) {
+        Reject(plan, "tree " + id.Hex() + " is damaged in the store (quarantined) and not in the pack", {id});
+        continue;
+      }
+      auto stored = view.GetTree(id);
+      if (!stored.ok()) {
+        if (!stored.status().Is(Code::kCorruption)) return stored.status();
+        Reject(plan, stored.status().message(), {id});
+        continue;
+      }
+      HOOKFS_RETURN_IF_ERROR(WalkEntries(view, id, *stored, plan, child));
+      continue;
+    }
+    const PackObject& o = ix_.objects[ti];
+    if (o.state != kOk) {
+      HOOKFS_ASSIGN_OR_RETURN(std::string why, Why(o));
+      Reject(plan, why, {id});
+      continue;
+    }
+    plan->trees.push_back(uint32_t(ti));
+    HOOKFS_ASSIGN_OR_RETURN(Tree tree, PackTree(o));
+    HOOKFS_RETURN_IF_ERROR(WalkEntries(view, id, tree, plan, child));
+  }
+  SortUnique(&plan->trees);
+  SortUnique(&plan->blobs);
+  SortUnique(&plan->stored_trees);
+  SortUnique(&plan->stored_blobs);
+  return Status::OK();
+}
+
+Status Applier::WalkEntries(const ReadView& view, const ObjectId& id, const Tree& tree, Plan* plan,
+                            const std::function<void(const ObjectId&)>& child) {
   for (const TreeEntry& e : tree.entries) {
     if (e.IsDir()) {
-      HOOKFS_RETURN_IF_ERROR(Walk(view, e.id, depth + 1, plan, seen));
+      child(e.id);
     } else if (e.IsFile()) {
-      auto bi = ix_.blob_index.find(e.id);
+      size_t bi = ix_.Find(false, e.id);
+      const PackObject* b = bi == Indexer::npos ? nullptr : &ix_.objects[bi];
       auto stored = view.GetBlobInfo(e.id);
       const bool damaged = stored.ok() ? (stored->flags & kBlobQuarantined) != 0 : stored.status().Is(Code::kCorruption);
       if (damaged) {
         // The stored copy is damaged: the pack's copy heals it, if it has one.
-        if (bi != ix_.blob_index.end() && ix_.blobs[bi->second]->written && ix_.blobs[bi->second]->size == e.size) {
-          plan->blobs.push_back(bi->second);
+        if (b && b->state != kStored && b->size == e.size) {
+          plan->blobs.push_back(uint32_t(bi));
         } else {
           Reject(plan, "blob " + e.id.Hex() + " ('" + e.name + "') is damaged in the store (quarantined) and not in the pack",
                  {e.id});
@@ -343,24 +478,23 @@ Status Applier::WalkEntries(const ReadView& view, const ObjectId& id, const Tree
         continue;
       }
       if (!stored.status().Is(Code::kNotFound)) return stored.status();
-      if (bi == ix_.blob_index.end()) {
+      if (!b) {
         Reject(plan, "blob " + e.id.Hex() + " ('" + e.name + "') is neither in the pack nor in the store", {e.id});
         continue;
       }
-      const PackBlob& b = *ix_.blobs[bi->second];
-      if (!b.written) {
+      if (b->state == kStored) {
         // Skipped as stored while streaming, removed (gc) before this snapshot.
         Reject(plan, "blob " + e.id.Hex() + " ('" + e.name +
                          "') was in the store when the pack streamed in and was removed since (gc); push the pack again",
                {e.id});
         continue;
       }
-      if (b.size != e.size) {
+      if (b->size != e.size) {
         Reject(plan, "tree " + id.Hex() + " says '" + e.name + "' has " + std::to_string(e.size) +
-                         " bytes, its blob has " + std::to_string(b.size), {id});
+                         " bytes, its blob has " + std::to_string(uint64_t(b->size)), {id});
         continue;
       }
-      plan->blobs.push_back(bi->second);
+      plan->blobs.push_back(uint32_t(bi));
     }
   }
   return Status::OK();
@@ -372,22 +506,31 @@ Status Applier::Stats(const ReadView& view, const ObjectId& id, uint64_t* files,
     *bytes += m->second.second;
     return Status::OK();
   }
-  Tree stored;
-  const Tree* tree;
-  if (auto it = ix_.trees.find(id); it != ix_.trees.end() && it->second.ok) {
-    tree = &it->second.tree;
-  } else {
-    HOOKFS_ASSIGN_OR_RETURN(stored, view.GetTree(id));
-    tree = &stored;
-  }
   uint64_t f = 0, b = 0;
-  for (const TreeEntry& e : tree->entries) {
-    if (e.IsFile()) {
-      ++f;
-      b += e.size;
-    } else if (e.IsDir()) {
-      HOOKFS_RETURN_IF_ERROR(Stats(view, e.id, &f, &b));
+  // Children counted, then the decoded tree dropped before descending: one
+  // decoded tree at a time, not one per level.
+  std::unordered_map<ObjectId, uint64_t> dirs;
+  {
+    Tree tree;
+    if (size_t ti = ix_.Find(true, id); ti != Indexer::npos && ix_.objects[ti].state == kOk) {
+      HOOKFS_ASSIGN_OR_RETURN(tree, PackTree(ix_.objects[ti]));
+    } else {
+      HOOKFS_ASSIGN_OR_RETURN(tree, view.GetTree(id));
     }
+    for (const TreeEntry& e : tree.entries) {
+      if (e.IsFile()) {
+        ++f;
+        b += e.size;
+      } else if (e.IsDir()) {
+        ++dirs[e.id];
+      }
+    }
+  }
+  for (const auto& [child, n] : dirs) {
+    uint64_t cf = 0, cb = 0;
+    HOOKFS_RETURN_IF_ERROR(Stats(view, child, &cf, &cb));
+    f += n * cf;
+    b += n * cb;
   }
   stats_memo_[id] = {f, b};
   *files += f;
@@ -399,21 +542,103 @@ double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
 }
 
+// Free pages inside data.mdb (LMDB reuses them before growing the file).
+Result<uint64_t> FreePagesInMap(MDB_env* env) {
+  HOOKFS_ASSIGN_OR_RETURN(lmdb::Txn txn, lmdb::Txn::Begin(env, false));
+  MDB_cursor* c = nullptr;
+  int rc = mdb_cursor_open(txn.get(), 0 /* FREE_DBI */, &c);
+  if (rc != MDB_SUCCESS) return lmdb::LmdbStatus(rc, "open freelist");
+  uint64_t pages = 0;
+  MDB_val k, v;
+  for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == MDB_SUCCESS; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
+    if (v.mv_size >= sizeof(size_t)) pages += *static_cast<const size_t*>(v.mv_data);  // an IDL: count first
+  mdb_cursor_close(c);
+  if (rc != MDB_NOTFOUND) return lmdb::LmdbStatus(rc, "read freelist");
+  return pages;
+}
+
+// Refuses, before a byte is written, a pack whose new bytes cannot fit: on
+// the store's disk, plus what data.mdb has free inside (issue 9.4/9.5).
+Status Applier::CheckSpace(uint64_t need) {
+  struct statvfs vfs;
+  if (::statvfs(store_->dir().c_str(), &vfs) != 0) return Status::OK();  // cannot tell: LMDB will
+  MDB_envinfo info;
+  MDB_stat st;
+  if (mdb_env_info(store_->env(), &info) != MDB_SUCCESS || mdb_env_stat(store_->env(), &st) != MDB_SUCCESS)
+    return Status::OK();
+  struct stat fst;
+  uint64_t file = ::stat((store_->dir() + "/data.mdb").c_str(), &fst) == 0 ? uint64_t(fst.st_size) : 0;
+  uint64_t used = (uint64_t(info.me_last_pgno) + 1) * st.ms_psize;
+  HOOKFS_ASSIGN_OR_RETURN(uint64_t free_pages, FreePagesInMap(store_->env()));
+  const uint64_t avail = uint64_t(vfs.f_bavail) * vfs.f_frsize + (file > used ? file - used : 0) + free_pages * st.ms_psize;
+  // Chunks are overflow pages (256 KiB + a header page), plus B-tree and
+  // copy-on-write pages of the batches, plus a reserve for the ledger.
+  const uint64_t want = need + need / 32 + (16u << 20);
+  if (want > avail)
+    return Status::NoSpace("the pack needs about " + std::to_string(want >> 20) + " MiB in the store, " +
+                           std::to_string(avail >> 20) + " MiB are free; nothing was written");
+  return Status::OK();
+}
+
+// Phase 3a: the new blobs accepted releases need, read back from the pack,
+// hashed again and queued into this session's chunks, which it writes in
+// short txns. No write txn is open while the pack is read.
+Status Applier::WriteBlobs(const std::vector<Plan>& plans) {
+  std::vector<uint32_t> need;
+  std::vector<uint32_t> trees;
+  for (const Plan& p : plans) {
+    if (p.outcome.kind != ReleaseOutcome::Kind::kAccepted) continue;
+    need.insert(need.end(), p.blobs.begin(), p.blobs.end());
+    trees.insert(trees.end(), p.trees.begin(), p.trees.end());
+  }
+  SortUnique(&need);
+  SortUnique(&trees);
+  uint64_t bytes = 0;
+  for (uint32_t bi : need) bytes += ix_.objects[bi].size;
+  for (uint32_t ti : trees) bytes += ix_.objects[ti].size;
+  if (need.empty() && trees.empty()) return Status::OK();
+  HOOKFS_RETURN_IF_ERROR(CheckSpace(bytes));
+  std::sort(need.begin(), need.end(),
+            [&](uint32_t a, uint32_t b) { return ix_.objects[a].offset < ix_.objects[b].offset; });
+  std::unique_ptr<char[]> buf(new char[kChunkSize]);
+  Sha256 sha;
+  for (uint32_t bi : need) {
+    const PackObject& o = ix_.objects[bi];
+    HOOKFS_ASSIGN_OR_RETURN(bool fresh, session_->BeginBlob(o.id, o.size));
+    if (!fresh) continue;  // committed meanwhile by another pack
+    const uint64_t first = xxh_.size();
+    uint32_t index = 0;
+    for (uint64_t at = 0; at < o.size; at += kChunkSize, ++index) {
+      size_t n = size_t(std::min<uint64_t>(kChunkSize, o.size - at));
+      HOOKFS_RETURN_IF_ERROR(ReadAt(fd_, o.offset + at, buf.get(), n));
+      sha.Update(buf.get(), n);
+      xxh_.push_back(Xxh3_64(buf.get(), n));
+      HOOKFS_RETURN_IF_ERROR(session_->PutChunk(o.id, index, buf.get(), n));
+    }
+    // Checked again: the bytes written are the bytes verified.
+    if (sha.Finish() != o.id) return Status::Malformed("the pack changed while it was applied (blob " + o.id.Hex() + ")");
+    written_.emplace_back(bi, first);
+  }
+  std::sort(written_.begin(), written_.end());
+  return session_->Flush();
+}
+
 Status Applier::Run(int fd) {
   auto t0 = std::chrono::steady_clock::now();
+  fd_ = fd;
   ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-  // Phase 1: one pass over the pack. Nothing of it is visible until phase 3,
-  // and every chunk streamed here is reclaimed unless phase 3 commits it.
-  auto summary = ScanPack(fd, &ix_);
-  ix_.Finish();
+  HOOKFS_ASSIGN_OR_RETURN(uint64_t data_bytes, PackDataBytes(fd));
+  // Phase 1: one verifying pass over the pack; nothing is written.
+  auto summary = ScanPack(fd, &ix_, data_bytes);
   if (!summary.ok()) {
+    ix_.Stop();
     if (summary.status().Is(Code::kUnsupported)) return Status::Malformed(summary.status().message());
     return summary.status();
   }
+  HOOKFS_RETURN_IF_ERROR(ix_.Finish());
   for (const ReleaseRecord& r : ix_.releases)
     if (!ix_.hooks.count(r.hook)) return Status::Malformed("release of hook '" + r.hook + "' without a hook declaration");
   HOOKFS_RETURN_IF_ERROR(ix_.times.CheckMatched(ix_.releases));
-  HOOKFS_RETURN_IF_ERROR(session_->Flush());
   const double stream_s = Seconds(t0);
   auto t1 = std::chrono::steady_clock::now();
 
@@ -423,7 +648,11 @@ Status Applier::Run(int fd) {
     HOOKFS_ASSIGN_OR_RETURN(ReadView view, store_->Read());
     HOOKFS_ASSIGN_OR_RETURN(damaged_store_, view.AnyQuarantined());
     PathCounter paths([&](const ObjectId& id, Tree* scratch) -> Result<const Tree*> {
-      if (auto it = ix_.trees.find(id); it != ix_.trees.end() && it->second.ok) return &it->second.tree;
+      // Pack trees are read back from the pack (none is kept decoded).
+      if (size_t ti = ix_.Find(true, id); ti != Indexer::npos && ix_.objects[ti].state == kOk) {
+        HOOKFS_ASSIGN_OR_RETURN(*scratch, PackTree(ix_.objects[ti]));
+        return scratch;
+      }
       HOOKFS_ASSIGN_OR_RETURN(*scratch, view.GetTree(id));
       return scratch;
     });
@@ -440,28 +669,28 @@ Status Applier::Run(int fd) {
         Reject(&p, "hook '" + r.hook + "' has feature '" + existing->feature + "'; the pack names '" + decl.feature + "'", {});
         continue;
       }
-      bool root_is_tree = ix_.trees.count(r.root) > 0;
+      bool root_is_tree = ix_.Find(true, r.root) != Indexer::npos;
       if (!root_is_tree) {
         HOOKFS_ASSIGN_OR_RETURN(root_is_tree, view.HasTree(r.root));
       }
       if (!root_is_tree) {
         HOOKFS_ASSIGN_OR_RETURN(bool stored_blob, view.HasBlob(r.root));
-        if (ix_.blob_index.count(r.root) || stored_blob)
+        if (ix_.Find(false, r.root) != Indexer::npos || stored_blob)
           Reject(&p, "release root " + r.root.Hex() + " is a blob, not a tree", {r.root});
         else
           Reject(&p, "release root tree " + r.root.Hex() + " is neither in the pack nor in the store", {r.root});
         continue;
       }
-      std::unordered_set<ObjectId> seen;
-      HOOKFS_RETURN_IF_ERROR(Walk(view, r.root, 0, &p, &seen));
-      for (size_t bi : p.blobs) {
-        const PackBlob& b = *ix_.blobs[bi];
-        if (!b.ok) Reject(&p, b.why, {b.declared});
+      HOOKFS_RETURN_IF_ERROR(WalkRelease(view, r.root, &p));
+      for (uint32_t bi : p.blobs) {
+        const PackObject& b = ix_.objects[bi];
+        if (b.state != kOk) {
+          HOOKFS_ASSIGN_OR_RETURN(std::string why, Why(b));
+          Reject(&p, why, {b.id});
+        }
       }
       if (p.outcome.kind == ReleaseOutcome::Kind::kRejected) {
-        std::sort(p.outcome.bad_objects.begin(), p.outcome.bad_objects.end());
-        p.outcome.bad_objects.erase(std::unique(p.outcome.bad_objects.begin(), p.outcome.bad_objects.end()),
-                                    p.outcome.bad_objects.end());
+        SortUnique(&p.outcome.bad_objects);
         continue;
       }
       HOOKFS_RETURN_IF_ERROR(Stats(view, p.outcome.digest, &p.files, &p.bytes));
@@ -469,17 +698,19 @@ Status Applier::Run(int fd) {
       if (!times_problem.empty()) Reject(&p, times_problem, {});
     }
   }
+  stats_memo_.clear();
   const double decide_s = Seconds(t1);
   auto t2 = std::chrono::steady_clock::now();
 
-  // Phase 3: the one short txn that makes it all visible.
+  // Phase 3a: new blobs into chunks, in short txns.
+  HOOKFS_RETURN_IF_ERROR(WriteBlobs(plans));
+  // Phase 3b: the one short txn that makes it all visible.
   HOOKFS_RETURN_IF_ERROR(store_->Inject("decided"));
   HOOKFS_RETURN_IF_ERROR(Commit(plans, session_));
-  spdlog::debug("apply {}: stream {:.3f}s, decide {:.3f}s, commit {:.3f}s ({} MiB new)", report_->pack, stream_s,
+  spdlog::debug("apply {}: verify {:.3f}s, decide {:.3f}s, write+commit {:.3f}s ({} MiB new)", report_->pack, stream_s,
                 decide_s, Seconds(t2), report_->bytes_written >> 20);
   report_->chunks_written = 0;
-  for (size_t bi = 0; bi < ix_.blobs.size(); ++bi)
-    if (committed_blobs_.count(bi)) report_->chunks_written += ix_.blobs[bi]->chunk_xxh3.size();
+  for (uint32_t bi : committed_) report_->chunks_written += ChunkCount(ix_.objects[bi].size);
   session_->Committed();
   for (Plan& p : plans) report_->releases.push_back(std::move(p.outcome));
   return Status::OK();
@@ -512,7 +743,6 @@ Status Applier::Commit(std::vector<Plan>& plans, ChunkSession* session) {
         t_, txn, {{"event", "hook"}, {"time", FormatTime(now)}, {"hook", name}, {"feature", decl.feature}, {"uid", opts_.actor.uid}}));
   }
   // Objects first: blob records (their chunks are durable), then trees.
-  std::unordered_set<ObjectId> trees_done;
   std::vector<std::pair<char, ObjectId>> healed;
   for (Plan& p : plans) {
     if (p.outcome.kind != ReleaseOutcome::Kind::kAccepted) continue;
@@ -522,7 +752,7 @@ Status Applier::Commit(std::vector<Plan>& plans, ChunkSession* session) {
     if (dup) {
       p.outcome.kind = ReleaseOutcome::Kind::kDuplicate;
       p.outcome.version = *dup;
-      HOOKFS_RETURN_IF_ERROR(WriteObjects(txn, p, &trees_done, &healed));
+      HOOKFS_RETURN_IF_ERROR(WriteObjects(txn, p, &healed));
       continue;
     }
     // What phase 2 found stored must still be: gc may have removed an
@@ -535,8 +765,18 @@ Status Applier::Commit(std::vector<Plan>& plans, ChunkSession* session) {
       HOOKFS_ASSIGN_OR_RETURN(bool have, txn.Has(t_.blobs, id.AsKey()));
       if (!have) Reject(&p, "blob " + id.Hex() + " was removed from the store (gc) while this pack was applied; push it again", {id});
     }
+    // Pack blobs another pack committed before ours streamed (so ours were
+    // not written) must still be there too.
+    for (uint32_t bi : p.blobs) {
+      if (std::binary_search(written_.begin(), written_.end(), std::make_pair(bi, uint64_t(0)),
+                             [](const auto& a, const auto& b) { return a.first < b.first; }))
+        continue;
+      const ObjectId& id = ix_.objects[bi].id;
+      HOOKFS_ASSIGN_OR_RETURN(bool have, txn.Has(t_.blobs, id.AsKey()));
+      if (!have) Reject(&p, "blob " + id.Hex() + " was removed from the store (gc) while this pack was applied; push it again", {id});
+    }
     if (p.outcome.kind == ReleaseOutcome::Kind::kRejected) continue;
-    HOOKFS_RETURN_IF_ERROR(WriteObjects(txn, p, &trees_done, &healed));
+    HOOKFS_RETURN_IF_ERROR(WriteObjects(txn, p, &healed));
     // Then the release and its pointer.
     const ReleaseRecord& r = ix_.releases[p.release];
     HOOKFS_ASSIGN_OR_RETURN(uint32_t last, ledger_txn::LastVersion(t_, txn, r.hook));
@@ -583,12 +823,14 @@ Status Applier::Commit(std::vector<Plan>& plans, ChunkSession* session) {
 
 // Writes the plan's objects the store lacks or holds damaged (quarantined);
 // records those that heal a damaged or missing copy.
-Status Applier::WriteObjects(lmdb::Txn& txn, const Plan& p, std::unordered_set<ObjectId>* trees_done,
-                             std::vector<std::pair<char, ObjectId>>* healed) {
-  for (size_t bi : p.blobs) {
-    const PackBlob& b = *ix_.blobs[bi];
-    if (!b.written || committed_blobs_.count(bi)) continue;
-    auto rec = txn.Get(t_.blobs, b.declared.AsKey());
+Status Applier::WriteObjects(lmdb::Txn& txn, const Plan& p, std::vector<std::pair<char, ObjectId>>* healed) {
+  for (uint32_t bi : p.blobs) {
+    auto w = std::lower_bound(written_.begin(), written_.end(), std::make_pair(bi, uint64_t(0)),
+                              [](const auto& a, const auto& b) { return a.first < b.first; });
+    if (w == written_.end() || w->first != bi) continue;  // not streamed by us
+    if (std::binary_search(committed_.begin(), committed_.end(), bi)) continue;
+    const PackObject& b = ix_.objects[bi];
+    auto rec = txn.Get(t_.blobs, b.id.AsKey());
     bool replace = false;
     std::optional<BlobInfo> old;
     if (rec.ok()) {
@@ -599,23 +841,27 @@ Status Applier::WriteObjects(lmdb::Txn& txn, const Plan& p, std::unordered_set<O
     } else if (!rec.status().Is(Code::kNotFound)) {
       return rec.status();
     }
-    HOOKFS_RETURN_IF_ERROR(txn.Put(t_.blobs, b.declared.AsKey(), EncodeBlobRecord(b.size, session_->writer(), b.chunk_xxh3)));
+    const uint32_t n = ChunkCount(b.size);
+    std::vector<uint64_t> hashes(xxh_.begin() + w->second, xxh_.begin() + w->second + n);
+    HOOKFS_RETURN_IF_ERROR(txn.Put(t_.blobs, b.id.AsKey(), EncodeBlobRecord(b.size, session_->writer(), hashes)));
     // A healed blob's damaged chunks are of another writer: drop them.
     if (old && old->writer != session_->writer())
       for (uint32_t i = 0; i < old->chunk_count; ++i)
-        HOOKFS_RETURN_IF_ERROR(txn.Del(t_.chunks, ChunkKey(b.declared, old->writer, i)));
-    HOOKFS_ASSIGN_OR_RETURN(bool listed, txn.Has(t_.quarantine, QuarantineKey('b', b.declared)));
-    if (replace || listed) healed->emplace_back('b', b.declared);
-    committed_blobs_.insert(bi);
+        HOOKFS_RETURN_IF_ERROR(txn.Del(t_.chunks, ChunkKey(b.id, old->writer, i)));
+    HOOKFS_ASSIGN_OR_RETURN(bool listed, txn.Has(t_.quarantine, QuarantineKey('b', b.id)));
+    if (replace || listed) healed->emplace_back('b', b.id);
+    committed_.insert(std::upper_bound(committed_.begin(), committed_.end(), bi), bi);
     ++report_->blobs_written;
     report_->bytes_written += b.size;
   }
-  for (const ObjectId& tid : p.trees) {
-    if (!trees_done->insert(tid).second) continue;
+  for (uint32_t ti : p.trees) {
+    if (!trees_done_.insert(ti).second) continue;
+    const ObjectId& tid = ix_.objects[ti].id;
     HOOKFS_ASSIGN_OR_RETURN(bool have, txn.Has(t_.trees, tid.AsKey()));
     HOOKFS_ASSIGN_OR_RETURN(bool listed, txn.Has(t_.quarantine, QuarantineKey('t', tid)));
     if (have && !listed) continue;
-    HOOKFS_ASSIGN_OR_RETURN(std::string bytes, EncodeTree(ix_.trees[tid].tree));
+    // Canonical bytes as the pack has them (checked again as they are read).
+    HOOKFS_ASSIGN_OR_RETURN(std::string bytes, PackTreeBytes(ix_.objects[ti]));
     std::string rec;
     lmdb::PutBE64(&rec, Xxh3_64(bytes.data(), bytes.size()));
     rec += bytes;
@@ -679,11 +925,48 @@ json ApplyReport::ToJson() const {
   return SafeJson(j);  // names and reasons may quote bytes that are not UTF-8
 }
 
+// A pack from a pipe is received into an anonymous file in staging/ first
+// (no lock held): the apply verifies it whole before writing, then reads
+// back what it writes.
+Result<int> SpoolPipe(Store* store, int in) {
+  int fd = ::open(store->staging_dir().c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::FromErrno(errno, "create spool in " + store->staging_dir());
+  std::vector<char> buf(1 << 20);
+  for (;;) {
+    ssize_t r = ::read(in, buf.data(), buf.size());
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      return Status::IOError(std::string("read pack: ") + std::strerror(err));
+    }
+    if (r == 0) break;
+    for (ssize_t off = 0; off < r;) {
+      ssize_t w = ::write(fd, buf.data() + off, size_t(r - off));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        int err = errno;
+        ::close(fd);
+        return Status::FromErrno(err, "spool pack into " + store->staging_dir());
+      }
+      off += w;
+    }
+  }
+  return fd;
+}
+
 ApplyReport ApplyPack(Ledger* ledger, int fd, const ApplyOptions& options) {
   ApplyReport report;
   report.pack = options.pack_name.empty() ? "pack" : options.pack_name;
   Status st;
-  {
+  int spool = -1;
+  struct stat sb;
+  if (::fstat(fd, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+    auto s = SpoolPipe(ledger->store(), fd);
+    if (s.ok()) fd = spool = *s;
+    else st = s.status();
+  }
+  if (st.ok()) {
     auto session = ChunkSession::Begin(ledger->store());
     if (session.ok()) {
       Applier applier(ledger, options, &report, session->get());
@@ -692,6 +975,7 @@ ApplyReport ApplyPack(Ledger* ledger, int fd, const ApplyOptions& options) {
       st = session.status();
     }
   }  // an uncommitted session reclaims its chunks here
+  if (spool >= 0) ::close(spool);
   if (!st.ok()) {
     if (st.Is(Code::kNoSpace))
       st = Status::NoSpace("the store is full (no room left in its LMDB map or on its disk); nothing of the pack "

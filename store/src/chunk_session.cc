@@ -14,10 +14,6 @@
 namespace hookfs {
 
 namespace {
-// Bounded batches keep each write txn short (other writers wait only this
-// long) and bound the dirty pages LMDB holds in RAM before commit.
-constexpr uint64_t kBatchBytes = 64ull << 20;
-
 std::string PendingBlobKey(const ObjectId& id, std::string_view session) {
   std::string k(id.AsKey());
   k += session;
@@ -106,53 +102,58 @@ void ChunkSession::CloseLock() {
   lock_fd_ = -1;
 }
 
-Status ChunkSession::EnsureBatch() {
-  if (batch_) return Status::OK();
-  HOOKFS_ASSIGN_OR_RETURN(batch_, store_->BeginWrite());
-  batch_bytes_ = 0;
-  return Status::OK();
-}
-
-Status ChunkSession::Register(const ObjectId& id, uint32_t chunks) {
-  const Tables& t = store_->tables();
-  std::string v;
-  lmdb::PutBE32(&v, chunks);
-  HOOKFS_RETURN_IF_ERROR(batch_.Put(t.pending_session, PendingSessionKey(id_, id), v));
-  return batch_.Put(t.pending_blob, PendingBlobKey(id, id_), "");
-}
-
 Result<bool> ChunkSession::BeginBlob(const ObjectId& id, uint64_t size) {
-  HOOKFS_RETURN_IF_ERROR(EnsureBatch());
-  auto rec = batch_.Get(store_->tables().blobs, id.AsKey());
-  if (rec.ok()) {
-    auto info = DecodeBlobInfo(*rec);
-    // An intact stored copy is the one releases use; a quarantined (or
-    // undecodable) one is rewritten from the pack, healing it.
-    if (info.ok() && !(info->flags & kBlobQuarantined)) return false;
-  } else if (!rec.status().Is(Code::kNotFound)) {
-    return rec.status();
+  {
+    HOOKFS_ASSIGN_OR_RETURN(ReadView view, store_->Read());
+    auto rec = view.txn().Get(store_->tables().blobs, id.AsKey());
+    if (rec.ok()) {
+      auto info = DecodeBlobInfo(*rec);
+      // An intact stored copy is the one releases use; a quarantined (or
+      // undecodable) one is rewritten from the pack, healing it.
+      if (info.ok() && !(info->flags & kBlobQuarantined)) return false;
+    } else if (!rec.status().Is(Code::kNotFound)) {
+      return rec.status();
+    }
   }
-  HOOKFS_RETURN_IF_ERROR(Register(id, ChunkCount(size)));
+  if (regs_.size() + chunks_.size() >= kBatchRecords) HOOKFS_RETURN_IF_ERROR(Flush());
+  regs_.emplace_back(id, ChunkCount(size));
   return true;
 }
 
 Status ChunkSession::PutChunk(const ObjectId& id, uint32_t index, const void* data, size_t len) {
   HOOKFS_RETURN_IF_ERROR(store_->Inject("chunk"));
-  HOOKFS_RETURN_IF_ERROR(EnsureBatch());
-  HOOKFS_ASSIGN_OR_RETURN(char* dst, batch_.Reserve(store_->tables().chunks, ChunkKey(id, writer_, index), len));
-  std::memcpy(dst, data, len);
-  ++chunks_written_;
-  batch_bytes_ += len;
-  // Committing between chunks is safe: the blob's registration committed
-  // with its first chunk, so every durable chunk has an owner on record.
-  if (batch_bytes_ >= kBatchBytes) return Flush();
+  if (!chunks_.empty() && (arena_.size() + len > kBatchBytes || regs_.size() + chunks_.size() >= kBatchRecords))
+    HOOKFS_RETURN_IF_ERROR(Flush());
+  if (arena_.capacity() < kBatchBytes) arena_.reserve(kBatchBytes);
+  const size_t at = arena_.size();
+  arena_.insert(arena_.end(), static_cast<const char*>(data), static_cast<const char*>(data) + len);
+  chunks_.push_back({ChunkKey(id, writer_, index), at, len});
   return Status::OK();
 }
 
 Status ChunkSession::Flush() {
-  if (!batch_) return Status::OK();
+  if (regs_.empty() && chunks_.empty()) return Status::OK();
   HOOKFS_RETURN_IF_ERROR(store_->Inject("chunk_commit"));
-  return batch_.Commit().Context("commit chunk batch");
+  const Tables& t = store_->tables();
+  // The write lock is taken here, with every byte already in memory.
+  HOOKFS_ASSIGN_OR_RETURN(lmdb::Txn txn, store_->BeginWrite());
+  // Registrations first: every durable chunk has an owner on record.
+  for (const auto& [id, chunks] : regs_) {
+    std::string v;
+    lmdb::PutBE32(&v, chunks);
+    HOOKFS_RETURN_IF_ERROR(txn.Put(t.pending_session, PendingSessionKey(id_, id), v));
+    HOOKFS_RETURN_IF_ERROR(txn.Put(t.pending_blob, PendingBlobKey(id, id_), ""));
+  }
+  for (const QueuedChunk& c : chunks_) {
+    HOOKFS_ASSIGN_OR_RETURN(char* dst, txn.Reserve(t.chunks, c.key, c.len));
+    std::memcpy(dst, arena_.data() + c.at, c.len);
+  }
+  HOOKFS_RETURN_IF_ERROR(txn.Commit().Context("commit chunk batch"));
+  chunks_written_ += chunks_.size();
+  regs_.clear();
+  chunks_.clear();
+  arena_.clear();
+  return Status::OK();
 }
 
 Status ChunkSession::Release(lmdb::Txn& txn) {
@@ -168,8 +169,10 @@ void ChunkSession::Committed() {
 
 Status ChunkSession::Abort() {
   if (done_) return Status::OK();
-  batch_.Abort();  // uncommitted chunks vanish with their txn
   done_ = true;
+  regs_.clear();  // queued, never written
+  chunks_.clear();
+  arena_.clear();
   HOOKFS_ASSIGN_OR_RETURN(lmdb::Txn txn, store_->BeginWrite());
   HOOKFS_RETURN_IF_ERROR(ReclaimSession(store_->tables(), txn, id_));
   HOOKFS_RETURN_IF_ERROR(txn.Commit().Context("reclaim session " + id_));

@@ -1,5 +1,7 @@
 #include "hookfs/lmdb.h"
 
+#include <sys/statvfs.h>
+
 #include <cerrno>
 
 namespace hookfs::lmdb {
@@ -40,9 +42,21 @@ Result<Txn> Txn::Begin(MDB_env* env, bool write) {
 
 Status Txn::Commit() {
   if (!txn_) return Status::IOError("commit of a finished txn");
+  MDB_env* env = mdb_txn_env(txn_);
   int rc = mdb_txn_commit(txn_);
   txn_ = nullptr;  // committed or freed either way
+  // LMDB reports a short write (the disk filled mid-write) as EIO; a full
+  // disk is NoSpace (ENOSPC) to every caller, never an I/O error.
+  if (rc == EIO && DiskNearlyFull(env)) return Status::NoSpace("commit: short write, the store's disk is full");
   return LmdbStatus(rc, "commit");
+}
+
+bool DiskNearlyFull(MDB_env* env) {
+  const char* path = nullptr;
+  struct statvfs vfs;
+  if (!env || mdb_env_get_path(env, &path) != MDB_SUCCESS || !path || ::statvfs(path, &vfs) != 0) return false;
+  // Less than 1 MiB left (or a quota hit) explains a short write.
+  return uint64_t(vfs.f_bavail) * vfs.f_frsize < (1u << 20);
 }
 
 Result<std::string_view> Txn::Get(MDB_dbi dbi, std::string_view key) const {

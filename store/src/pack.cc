@@ -1,5 +1,6 @@
 #include "hookfs/pack.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -334,7 +335,32 @@ class Input {
 
 }  // namespace
 
-Result<PackSummary> ScanPack(int fd, PackVisitor* v) {
+Result<uint64_t> PackDataBytes(int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return Status::FromErrno(errno, "stat pack");
+  if (!S_ISREG(st.st_mode)) return UINT64_MAX;
+  const off_t size = st.st_size;
+  uint64_t data = 0;
+  off_t pos = 0;
+  while (pos < size) {
+    off_t d = ::lseek(fd, pos, SEEK_DATA);
+    if (d < 0) {
+      if (errno == ENXIO) break;  // only a hole remains
+      if (errno == EINVAL) return uint64_t(size);  // no hole support: all data
+      return Status::FromErrno(errno, "seek pack");
+    }
+    off_t h = ::lseek(fd, d, SEEK_HOLE);
+    if (h < 0) return Status::FromErrno(errno, "seek pack");
+    data += uint64_t(h - d);
+    pos = h;
+  }
+  if (::lseek(fd, 0, SEEK_SET) < 0) return Status::FromErrno(errno, "seek pack");
+  return data;
+}
+
+Result<PackSummary> ScanPack(int fd, PackVisitor* v, uint64_t data_bytes) {
+  // What a record may declare: never more than the pack really holds.
+  auto declares_too_much = [&](uint64_t at, uint64_t n) { return at > data_bytes || n > data_bytes - at; };
   Input in(fd);
   PackSummary sum;
   char header[kPackHeaderSize];
@@ -384,6 +410,10 @@ Result<PackSummary> ScanPack(int fd, PackVisitor* v) {
         uint64_t size = coding::LE64(hdr + ObjectId::kSize);
         if (size > Limits::kMaxBlobSize)
           return Status::Malformed("blob " + id.Hex() + " declares " + std::to_string(size) + " bytes, limit 1 TiB");
+        if (declares_too_much(in.offset(), size))
+          return Status::Malformed("blob " + id.Hex() + " declares " + std::to_string(size) + " bytes at byte " +
+                                   std::to_string(in.offset()) + "; the pack holds only " + std::to_string(data_bytes) +
+                                   " bytes of data (truncated or sparse)");
         HOOKFS_RETURN_IF_ERROR(v->OnBlobBegin(id, size, in.offset()));
         uint64_t left = size;
         while (left > 0) {
@@ -402,6 +432,10 @@ Result<PackSummary> ScanPack(int fd, PackVisitor* v) {
         uint32_t len = coding::LE32(hdr + ObjectId::kSize);
         if (len > Limits::kMaxTreeBytes)
           return Status::Malformed("tree " + id.Hex() + " declares " + std::to_string(len) + " bytes, limit 16 MiB");
+        if (declares_too_much(in.offset(), len))
+          return Status::Malformed("tree " + id.Hex() + " declares " + std::to_string(len) + " bytes at byte " +
+                                   std::to_string(in.offset()) + "; the pack holds only " + std::to_string(data_bytes) +
+                                   " bytes of data (truncated or sparse)");
         body.resize(len);
         HOOKFS_RETURN_IF_ERROR(in.Read(body.data(), len, "tree"));
         HOOKFS_RETURN_IF_ERROR(v->OnTree(id, body, rec_offset));

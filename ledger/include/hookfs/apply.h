@@ -1,19 +1,27 @@
 // Apply: verify a pack and commit what verifies, atomically.
 //
-// Phases (DESIGN.md §2 "Atomicity"):
-//  1. Stream: one pass over the pack, checking framing, limits and trailer.
-//     Blob data the store lacks is cut into chunks, written in short batched
-//     txns registered under a ChunkSession (invisible: no blob record points
-//     at them), and hashed (SHA-256) on a second thread as it passes.
+// Phases (DESIGN.md §2 "Atomicity", §4 "No publisher can harm another"):
+//  1. Verify: one pass over the pack that writes nothing and holds no lock
+//     anyone waits for: framing, limits, trailer, the SHA-256 of every blob
+//     the store lacks, every tree's hash and canonical form. A record that
+//     declares more bytes than the pack really holds (holes of a sparse file
+//     excluded) is rejected before it is read. Only a compact index (48 bytes
+//     per blob or tree record) is kept; trees are read back when needed.
 //  2. Decide: from a read snapshot, walk each release's closure; accepted,
 //     duplicate or rejected (naming the ids that block it). No write lock.
-//  3. Commit: one short write txn re-checks what may have changed since (a
-//     concurrent duplicate, a hook created meanwhile), assigns versions, and
-//     writes blob records, trees, releases, pointers and journal together,
-//     dropping the chunks no accepted release reaches.
+//  3. Write: the new blobs accepted releases need, after a free-space check,
+//     read back from the pack and hashed again, into chunks registered under
+//     a ChunkSession (invisible: no blob record points at them), in short
+//     bounded txns that hold the write lock only to copy bytes already in
+//     memory. Then one txn re-checks what may have changed since (a
+//     concurrent duplicate, a hook created meanwhile, gc), assigns versions,
+//     and writes blob records, trees, releases, pointers and journal
+//     together, dropping the chunks no accepted release reaches.
 // Any I/O or store error aborts the whole pack and reclaims its chunks (at
-// once, or at the next Store::Open after a crash). Poisoned objects block
-// exactly the releases that reach them.
+// once, or at the next Store::Open after a crash); a full disk is NoSpace.
+// Poisoned objects block exactly the releases that reach them. The pack must
+// be a regular file (it is read twice); a pipe is first received into an
+// anonymous file in the store's staging/.
 #pragma once
 
 #include <cstdint>
@@ -62,7 +70,7 @@ struct ApplyOptions {
   std::string pack_name;  // for the report and the journal
 };
 
-// Applies the pack read from `fd` (a file or a pipe; read once, in order).
+// Applies the pack read from `fd` (a file, or a pipe received into staging/ first).
 // Never throws. The report's status says why nothing was committed when the
 // pack as a whole failed.
 ApplyReport ApplyPack(Ledger* ledger, int fd, const ApplyOptions& options);

@@ -60,6 +60,10 @@ class Txn {
   MDB_txn* txn_ = nullptr;
 };
 
+// True when the filesystem holding `env` has (almost) no space left: what
+// turns LMDB's EIO for a short write into NoSpace.
+bool DiskNearlyFull(MDB_env* env);
+
 class Cursor {
  public:
   static Result<Cursor> Open(const Txn& txn, MDB_dbi dbi);

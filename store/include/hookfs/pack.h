@@ -182,6 +182,14 @@ struct PackSummary {
 // be treated as unverified: a caller commits nothing until this returns OK.
 // Errors are Malformed (or Unsupported for another format version, naming
 // both versions; or IOError when the read itself fails).
-Result<PackSummary> ScanPack(int fd, PackVisitor* visitor);
+//
+// `data_bytes` is how many bytes the pack really holds (a sparse file's holes
+// excluded, see PackDataBytes): a record declaring more than that is
+// rejected before a byte of it is read (issue 9.5).
+Result<PackSummary> ScanPack(int fd, PackVisitor* visitor, uint64_t data_bytes = UINT64_MAX);
+
+// Bytes of data a regular file really holds (st_size less its holes), found
+// with SEEK_DATA/SEEK_HOLE; UINT64_MAX for a pipe or socket.
+Result<uint64_t> PackDataBytes(int fd);
 
 }  // namespace hookfs

@@ -186,9 +186,11 @@ class Store {
   Tables tables_;
 };
 
-// Chunks of blobs being applied, written in bounded batches (each its own
-// short write txn) and registered as pending under this session until the
-// final txn publishes them (Publish) or the session reclaims them (Abort, the
+// Chunks of blobs being applied, collected in memory and written in bounded
+// batches, each its own short write txn that holds the write lock only for
+// the copy into the map and the commit, never while pack bytes are read
+// (issue 8a). They are registered as pending under this session until the
+// final txn publishes them (Release) or the session reclaims them (Abort, the
 // destructor, or the next Open after a crash).
 class ChunkSession {
  public:
@@ -196,14 +198,16 @@ class ChunkSession {
   ~ChunkSession();
 
   // Starts blob `id` of `size` bytes. False (and nothing to write) when the
-  // store already has the blob intact; a quarantined blob counts as absent
-  // (its chunks are rewritten in place, healing it). Otherwise the blob is registered as this
-  // session's, in the same txn as its first chunk.
+  // store already has the blob intact (checked in a read txn); a quarantined
+  // blob counts as absent (its chunks are rewritten, healing it). Otherwise
+  // the blob is registered as this session's, in the batch that carries its
+  // first chunk (or an earlier one).
   Result<bool> BeginBlob(const ObjectId& id, uint64_t size);
-  // Writes chunk `index` of the blob begun last (kChunkSize bytes, the last
-  // one shorter). Batches commit every 64 MiB.
+  // Queues chunk `index` of the blob begun last (kChunkSize bytes, the last
+  // one shorter). A batch is written when it holds kBatchBytes or
+  // kBatchRecords.
   Status PutChunk(const ObjectId& id, uint32_t index, const void* data, size_t len);
-  // Commits the current batch so that every chunk written so far is durable.
+  // Writes the queued batch so that every chunk queued so far is durable.
   Status Flush();
   // In the caller's final txn, after it wrote the blob records: drop this
   // session's registrations and the chunks of any blob left without a record.
@@ -218,19 +222,26 @@ class ChunkSession {
   uint64_t writer() const { return writer_; }
   const std::string& id() const { return id_; }
 
+  // Bounds of one batch txn: the longest any other writer waits for us.
+  static constexpr uint64_t kBatchBytes = 16ull << 20;
+  static constexpr size_t kBatchRecords = 4096;
+
  private:
   ChunkSession(Store* s, std::string id, uint64_t writer, int lock_fd)
       : store_(s), id_(std::move(id)), writer_(writer), lock_fd_(lock_fd) {}
   void CloseLock();
-  Status EnsureBatch();
-  Status Register(const ObjectId& id, uint32_t chunks);
 
+  struct QueuedChunk {
+    std::string key;
+    size_t at, len;  // in arena_
+  };
   Store* store_;
   std::string id_;    // 16 hex digits of writer_
   uint64_t writer_;
   int lock_fd_;
-  lmdb::Txn batch_;
-  uint64_t batch_bytes_ = 0;
+  std::vector<std::pair<ObjectId, uint32_t>> regs_;  // queued registrations
+  std::vector<QueuedChunk> chunks_;
+  std::vector<char> arena_;
   uint64_t chunks_written_ = 0;
   bool done_ = false;
 };
