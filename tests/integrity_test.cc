@@ -292,6 +292,41 @@ TEST_F(IntegrityTest, MissingBlobAndBadDigestIndexAreFoundAndRepaired) {
   EXPECT_TRUE(Check().clean());
 }
 
+// Issue 8g: the digest index was rebuilt in two txns (empty, then refill):
+// a crash between them left no duplicate detection at all. One txn: a
+// failure before it commits leaves the index as it was.
+TEST_F(IntegrityTest, DigestRebuildIsOneTxn) {
+  Fixture f = Publish();
+  {
+    auto txn = store_->BeginWrite();
+    ASSERT_TRUE(txn->Del(store_->tables().digests, ledger_txn::HookPrefix("other") + std::string(f.other_root.AsKey())).ok());
+    ASSERT_TRUE(txn->Commit().ok());
+  }
+  ASSERT_EQ(test::Count(*store_).releases, 3u);
+  Close();
+  {
+    StoreOptions o;
+    o.dir = dir_ / "store";
+    o.exclusive = true;
+    o.fault_injector = [](std::string_view step) {
+      if (step == "repair_digests") return Status::IOError("injected crash during the digest rebuild");
+      return Status::OK();
+    };
+    auto s = Store::Open(o);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    FsckOptions fo;
+    fo.repair = true;
+    auto r = Fsck(s->get(), fo);
+    EXPECT_FALSE(r.ok());
+  }
+  Reopen();
+  // app's two releases are still found as duplicates: the index was not emptied.
+  ApplyReport rep = Apply(f.v1);
+  ASSERT_EQ(rep.releases.size(), 1u);
+  EXPECT_EQ(rep.releases[0].kind, Kind::kDuplicate) << rep.ToJson().dump();
+  EXPECT_EQ(test::Count(*store_).releases, 3u);
+}
+
 TEST_F(IntegrityTest, RepairIsRefusedWhileTheStoreIsOpenAndOpenIsRefusedDuringRepair) {
   Publish();
   StoreOptions o;
@@ -385,6 +420,28 @@ TEST_F(IntegrityTest, GcRemovesExactlyWhatNoReleaseReaches) {
   std::string got;
   ASSERT_TRUE(ReadAll(f.big_id, &got).ok());
   EXPECT_EQ(got, f.big);
+}
+
+// Issue 8d: a reachable tree whose record is missing was skipped, and gc
+// then deleted everything reachable only through it. It must stop gc,
+// named, with nothing removed.
+TEST_F(IntegrityTest, GcStopsAtAMissingReachableTreeAndRemovesNothing) {
+  Fixture f = Publish();
+  ForgetHook(store_.get(), "other");  // gc has real garbage to remove too
+  {
+    auto txn = store_->BeginWrite();
+    ASSERT_TRUE(txn->Del(store_->tables().trees, f.etc_id.AsKey()).ok());
+    ASSERT_TRUE(txn->Commit().ok());
+  }
+  Counts before = test::Count(*store_);
+  auto gc = CollectGarbage(store_.get(), {});
+  ASSERT_FALSE(gc.ok()) << "gc ran over a missing reachable tree";
+  EXPECT_TRUE(gc.status().Is(Code::kCorruption)) << gc.status().ToString();
+  EXPECT_NE(gc.status().message().find(f.etc_id.Hex()), std::string::npos) << gc.status().ToString();
+  EXPECT_NE(gc.status().message().find("missing"), std::string::npos) << gc.status().ToString();
+  Counts after = test::Count(*store_);
+  EXPECT_EQ(after, before) << test::ToString(after);
+  EXPECT_TRUE(store_->Read()->HasBlob(Sha256::Of("conf 1")).value()) << "gc deleted a blob reachable only through the missing tree";
 }
 
 // A thin pack for `hook` that reaches the stored (unreachable) `other` tree

@@ -795,21 +795,22 @@ class Checker {
       }
       return ledger_txn::PutRelease(t_, txn, info);
     }));
-    // The digests index is derived: rebuild it from the releases.
+    // The digests index is derived: rebuild it from the releases, in one txn
+    // (a crash between emptying and refilling it would disable duplicate
+    // detection; issue 8g).
     if (digests_bad_) {
-      std::vector<std::string> old;
-      HOOKFS_RETURN_IF_ERROR(ForEach(t_.digests, false, [&](const std::string& k, const std::string&) {
-        old.push_back(k);
-        return Status::OK();
-      }));
-      HOOKFS_RETURN_IF_ERROR(InBatches(old.size(), [&](Txn& txn, size_t i) { return txn.Del(t_.digests, old[i]); }));
-      std::vector<std::pair<std::string, uint32_t>> all(first_digest_.begin(), first_digest_.end());
-      HOOKFS_RETURN_IF_ERROR(InBatches(all.size(), [&](Txn& txn, size_t i) {
+      HOOKFS_ASSIGN_OR_RETURN(Txn txn, s_->BeginWrite());
+      HOOKFS_RETURN_IF_ERROR(lmdb::LmdbStatus(mdb_drop(txn.get(), t_.digests, 0), "empty the digest index"));
+      uint64_t rebuilt = 0;
+      for (const auto& [key, version] : first_digest_) {
         std::string v;
-        lmdb::PutBE32(&v, all[i].second);
-        ++r_->digests_rebuilt;
-        return txn.Put(t_.digests, all[i].first, v);
-      }));
+        lmdb::PutBE32(&v, version);
+        HOOKFS_RETURN_IF_ERROR(txn.Put(t_.digests, key, v));
+        ++rebuilt;
+      }
+      HOOKFS_RETURN_IF_ERROR(s_->Inject("repair_digests"));
+      HOOKFS_RETURN_IF_ERROR(txn.Commit().Context("repair: rebuild the digest index"));
+      r_->digests_rebuilt += rebuilt;
     }
     // Stray chunks: beyond a blob's size, or of no blob and no apply in flight.
     HOOKFS_RETURN_IF_ERROR(InBatches(extra_chunks_.size() + orphan_chunks_.size(), [&](Txn& txn, size_t i) {

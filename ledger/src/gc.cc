@@ -99,7 +99,12 @@ class Collector {
         }
         auto rec = in->Get(t_.trees, id.AsKey());
         if (!rec.ok()) {
-          if (rec.status().Is(Code::kNotFound)) continue;  // missing: fsck's business, nothing below to keep
+          // Missing: what it reaches is unknown, so nothing may be removed
+          // (skipping it would sweep its whole closure). Issue 8d.
+          if (rec.status().Is(Code::kNotFound))
+            return Status::Corruption("gc: tree " + id.Hex() +
+                                      " is reachable but missing from the store, so what it reaches is unknown; "
+                                      "nothing removed (hookctl fsck names the releases; push a pack carrying it)");
           return rec.status();
         }
         std::string_view bytes = rec->size() >= 8 ? rec->substr(8) : std::string_view();

@@ -166,8 +166,11 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
   HOOKFS_RETURN_IF_ERROR(s->OpenEnv());
   HOOKFS_RETURN_IF_ERROR(s->CheckOrInitFormat());
   HOOKFS_RETURN_IF_ERROR(MakeDir(s->staging_dir()));
+  // Reader slots of dead processes pin old pages (the file only grows).
   int dead = 0;
-  mdb_reader_check(s->env_, &dead);
+  if (int rc = mdb_reader_check(s->env_, &dead); rc != MDB_SUCCESS)
+    return lmdb::LmdbStatus(rc, "check readers of store " + options.dir);
+  if (dead > 0) spdlog::info("cleared {} reader slots of dead processes in {}", dead, options.dir);
   HOOKFS_RETURN_IF_ERROR(s->ReclaimAbandoned());
   return s;
 }
@@ -207,9 +210,16 @@ Status Store::OpenEnv() {
   HOOKFS_RETURN_IF_ERROR(LockStore());
   int rc = mdb_env_create(&env_);
   if (rc != MDB_SUCCESS) return lmdb::LmdbStatus(rc, "create environment");
-  mdb_env_set_maxreaders(env_, options_.max_readers);
-  mdb_env_set_maxdbs(env_, 32);
-  mdb_env_set_mapsize(env_, options_.map_size);
+  // A refused setting (a map size the platform cannot address, say) is an
+  // error here, not a surprise at the first big write.
+  rc = mdb_env_set_maxreaders(env_, options_.max_readers);
+  if (rc == MDB_SUCCESS) rc = mdb_env_set_maxdbs(env_, 32);
+  if (rc == MDB_SUCCESS) rc = mdb_env_set_mapsize(env_, options_.map_size);
+  if (rc != MDB_SUCCESS) {
+    mdb_env_close(env_);
+    env_ = nullptr;
+    return lmdb::LmdbStatus(rc, "configure store " + dir);
+  }
   // MDB_NOTLS: a reader slot belongs to its txn, so FUSE worker threads may
   // hold a read txn while a write txn runs on the same thread.
   rc = mdb_env_open(env_, dir.c_str(), MDB_NOTLS, 0640);

@@ -53,7 +53,8 @@ struct StoreOptions {
   bool exclusive = false;
   // Test hook: called before each write step of an apply ("chunk",
   // "chunk_commit", "decided" (after phase 2, before the final txn begins),
-  // "final_commit") and of gc ("gc_sweep", between mark and sweep); a non-OK
+  // "final_commit"), of gc ("gc_sweep", between mark and sweep) and of fsck
+  // --repair ("repair_digests", before the digest rebuild commits); a non-OK
   // result is that step's failure.
   std::function<Status(std::string_view step)> fault_injector;
 };
