@@ -1,10 +1,15 @@
 #include <lmdb.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "hookfs/apply.h"
+#include "hookfs/env.h"
 #include "hookfs/hash.h"
 #include "hookfs/store.h"
 #include "test_util.h"
@@ -137,6 +142,95 @@ TEST(Store, ReadsSpanChunksAndCheckEachChunk) {
   // The rest of the file still reads.
   ASSERT_TRUE(read(2 * kChunkSize, 100, &got).ok());
   EXPECT_EQ(got, big.substr(2 * kChunkSize, 100));
+}
+
+// Issue 8c: without O_TMPFILE, another process's sweep at Store::Open could
+// lock and unlink a session's lock file between its O_CREAT and its flock;
+// the next Open then found no lock file and reclaimed the live session's
+// chunks. The Env seam forces the fallback and runs the sweep exactly there.
+class SweepBetweenCreateAndLock : public EnvWrapper {
+ public:
+  SweepBetweenCreateAndLock() : EnvWrapper(Env::Default()) {}
+  Store* store = nullptr;
+  int sweeps = 0;
+  int Open(const char* path, int flags, mode_t mode) override {
+    if ((flags & O_TMPFILE) == O_TMPFILE) {
+      errno = EOPNOTSUPP;  // a filesystem without O_TMPFILE
+      return -1;
+    }
+    return EnvWrapper::Open(path, flags, mode);
+  }
+  int Flock(int fd, int op) override {
+    if (store && op == LOCK_EX && sweeps == 0) {
+      ++sweeps;
+      EXPECT_TRUE(store->ReclaimAbandoned().ok());  // "another process" opens the store right now
+    }
+    return EnvWrapper::Flock(fd, op);
+  }
+};
+
+TEST(StoreTest, SweepBetweenCreateAndLockCannotTakeALiveSession) {
+  TempDir dir;
+  SweepBetweenCreateAndLock env;
+  StoreOptions o;
+  o.env = &env;
+  auto store = test::OpenStore(dir / "store", o);
+  ASSERT_NE(store, nullptr);
+  env.store = store.get();
+  auto session = ChunkSession::Begin(store.get());
+  ASSERT_TRUE(session.ok()) << session.status().ToString();
+  EXPECT_EQ(env.sweeps, 1);
+  env.store = nullptr;
+  const std::string content = "live chunk";
+  ObjectId id = Sha256::Of(content);
+  auto fresh = (*session)->BeginBlob(id, content.size());
+  ASSERT_TRUE(fresh.ok() && *fresh);
+  ASSERT_TRUE((*session)->PutChunk(id, 0, content.data(), content.size()).ok());
+  ASSERT_TRUE((*session)->Flush().ok());
+  // The next Open's recovery must see the session as alive.
+  ASSERT_TRUE(store->ReclaimAbandoned().ok());
+  test::Counts c = test::Count(*store);
+  EXPECT_EQ(c.chunks, 1u) << "a live session's chunks were reclaimed: " << test::ToString(c);
+  EXPECT_GT(c.pending, 0u);
+}
+
+// Spooling a piped pack into staging/ on a full disk: NoSpace (ENOSPC), and
+// nothing is left behind.
+class FullDiskWrites : public EnvWrapper {
+ public:
+  FullDiskWrites() : EnvWrapper(Env::Default()) {}
+  ssize_t Write(int, const void*, size_t) override {
+    errno = ENOSPC;
+    return -1;
+  }
+};
+
+TEST(StoreTest, PipedPackOnAFullDiskIsNoSpace) {
+  TempDir dir;
+  FullDiskWrites env;
+  StoreOptions o;
+  o.env = &env;
+  auto store = test::OpenStore(dir / "store", o);
+  ASSERT_NE(store, nullptr);
+  Ledger ledger(store.get());
+  test::PackSpec spec;
+  spec.hooks.push_back({"p", ""});
+  spec.Release("p", spec.AddTree({test::File("f", "x")}));
+  spec.Blob("x");
+  const std::string bytes = spec.Bytes();
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  std::thread w([&] {
+    (void)!::write(p[1], bytes.data(), bytes.size());
+    ::close(p[1]);
+  });
+  ApplyReport rep = ApplyPack(&ledger, p[0], {});
+  w.join();
+  ::close(p[0]);
+  EXPECT_TRUE(rep.status.Is(Code::kNoSpace)) << rep.status.ToString();
+  EXPECT_EQ(rep.status.ToErrno(), ENOSPC);
+  test::Counts c = test::Count(*store);
+  EXPECT_EQ(c.chunks + c.blobs + c.pending + c.releases, 0u) << test::ToString(c);
 }
 
 }  // namespace

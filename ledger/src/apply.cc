@@ -929,7 +929,7 @@ json ApplyReport::ToJson() const {
 // (no lock held): the apply verifies it whole before writing, then reads
 // back what it writes.
 Result<int> SpoolPipe(Store* store, int in) {
-  int fd = ::open(store->staging_dir().c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  int fd = store->io()->Open(store->staging_dir().c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
   if (fd < 0) return Status::FromErrno(errno, "create spool in " + store->staging_dir());
   std::vector<char> buf(1 << 20);
   for (;;) {
@@ -942,7 +942,7 @@ Result<int> SpoolPipe(Store* store, int in) {
     }
     if (r == 0) break;
     for (ssize_t off = 0; off < r;) {
-      ssize_t w = ::write(fd, buf.data() + off, size_t(r - off));
+      ssize_t w = store->io()->Write(fd, buf.data() + off, size_t(r - off));
       if (w < 0) {
         if (errno == EINTR) continue;
         int err = errno;

@@ -313,20 +313,31 @@ Result<ReadView> Store::Read() const {
   return ReadView(std::move(txn), &tables_);
 }
 
+namespace {
+// True when `path` names the file open as `fd` (it was not unlinked or
+// replaced meanwhile).
+bool StillLinked(int fd, const std::string& path) {
+  struct stat a, b;
+  return ::fstat(fd, &a) == 0 && a.st_nlink > 0 && ::lstat(path.c_str(), &b) == 0 && a.st_dev == b.st_dev &&
+         a.st_ino == b.st_ino;
+}
+}  // namespace
+
 Result<int> Store::CreateStagingFile(const std::string& name) const {
   if (name.empty() || name.find('/') != std::string::npos) return Status::InvalidArgument("bad staging name " + name);
   const std::string path = staging_dir() + "/" + name;
+  Env* env = io();
   // An anonymous file is locked before it gets a name: no window in which the
   // sweep could lock it first.
-  int fd = ::open(staging_dir().c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  int fd = env->Open(staging_dir().c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
   if (fd >= 0) {
-    if (::flock(fd, LOCK_EX) != 0) {
+    if (env->Flock(fd, LOCK_EX) != 0) {
       int err = errno;
       ::close(fd);
       return Status::FromErrno(err, "lock " + path);
     }
     std::string proc = "/proc/self/fd/" + std::to_string(fd);
-    if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+    if (env->Linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) != 0) {
       int err = errno;
       ::close(fd);
       return Status::FromErrno(err, "create " + path);
@@ -334,15 +345,22 @@ Result<int> Store::CreateStagingFile(const std::string& name) const {
     return fd;
   }
   if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) return Status::FromErrno(errno, "create " + path);
-  fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0) return Status::FromErrno(errno, "create " + path);
-  if (::flock(fd, LOCK_EX) != 0) {
-    int err = errno;
-    ::close(fd);
-    ::unlink(path.c_str());
-    return Status::FromErrno(err, "lock " + path);
+  // No O_TMPFILE: between create and lock a sweep may lock and unlink the
+  // file. Once we hold the lock no sweep can take it, so a file still linked
+  // at `path` after the lock is ours for good; otherwise try again.
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    fd = env->Open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) return Status::FromErrno(errno, "create " + path);
+    if (env->Flock(fd, LOCK_EX) != 0) {
+      int err = errno;
+      ::close(fd);
+      env->Unlink(path.c_str());
+      return Status::FromErrno(err, "lock " + path);
+    }
+    if (StillLinked(fd, path)) return fd;
+    ::close(fd);  // swept before we locked it: make it again
   }
-  return fd;
+  return Status::Busy("create " + path + ": removed by concurrent sweeps 16 times");
 }
 
 Status Store::Inject(std::string_view step) const {
@@ -367,8 +385,8 @@ Status Store::ReclaimAbandoned() {
   }
   for (const std::string& s : sessions) {
     std::string lock = staging_dir() + "/session-" + s + ".lock";
-    int fd = ::open(lock.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int fd = io()->Open(lock.c_str(), O_RDWR | O_CLOEXEC, 0);
+    if (fd >= 0 && io()->Flock(fd, LOCK_EX | LOCK_NB) != 0) {
       ::close(fd);  // its owner is alive
       continue;
     }
@@ -377,7 +395,7 @@ Status Store::ReclaimAbandoned() {
     HOOKFS_RETURN_IF_ERROR(txn.Commit().Context("reclaim chunk session " + s));
     spdlog::info("reclaimed chunks of abandoned apply session {}", s);
     if (fd >= 0) {
-      ::unlink(lock.c_str());
+      io()->Unlink(lock.c_str());
       ::close(fd);
     }
   }
@@ -385,14 +403,16 @@ Status Store::ReclaimAbandoned() {
   // whatever we can lock is abandoned.
   DIR* d = ::opendir(staging_dir().c_str());
   if (!d) return Status::OK();
+  Env* env = io();
   while (dirent* e = ::readdir(d)) {
     std::string name = e->d_name;
     if (name == "." || name == "..") continue;
     std::string path = staging_dir() + "/" + name;
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int fd = env->Open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW, 0);
     if (fd < 0) continue;
-    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
-      ::unlink(path.c_str());
+    // Locked by us, and still the file at `path` (not one made since).
+    if (env->Flock(fd, LOCK_EX | LOCK_NB) == 0 && StillLinked(fd, path)) {
+      env->Unlink(path.c_str());
       spdlog::info("removed abandoned staging file {}", path);
     }
     ::close(fd);

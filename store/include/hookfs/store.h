@@ -27,6 +27,7 @@
 #include <string_view>
 #include <vector>
 
+#include "hookfs/env.h"
 #include "hookfs/lmdb.h"
 #include "hookfs/object_id.h"
 #include "hookfs/status.h"
@@ -57,6 +58,9 @@ struct StoreOptions {
   // --repair ("repair_digests", before the digest rebuild commits); a non-OK
   // result is that step's failure.
   std::function<Status(std::string_view step)> fault_injector;
+  // File I/O on staging files (tests inject faults through it); null is
+  // Env::Default(). Must outlive the Store.
+  Env* env = nullptr;
 };
 
 // The named tables of the environment. Ledger tables are described in
@@ -165,9 +169,15 @@ class Store {
   Result<lmdb::Txn> BeginWrite() const { return lmdb::Txn::Begin(env_, true); }
 
   // Creates staging/NAME (O_EXCL) already holding an exclusive flock, so that
-  // the sweep at Open never takes a live file for an abandoned one. The file
-  // stays the caller's while the returned fd is open.
+  // the sweep at Open never takes a live file for an abandoned one: an
+  // O_TMPFILE locked before it is linked, or (where O_TMPFILE is missing) a
+  // file re-checked after the lock to still be the one at NAME (the sweep
+  // may have unlinked it between create and lock; then it is made again).
+  // The file stays the caller's while the returned fd is open.
   Result<int> CreateStagingFile(const std::string& name) const;
+
+  // The Env for staging-file I/O.
+  Env* io() const { return options_.env ? options_.env : Env::Default(); }
 
   // Runs the test fault injector, if any, for `step`.
   Status Inject(std::string_view step) const;
