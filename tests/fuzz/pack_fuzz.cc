@@ -5,8 +5,12 @@
 // mutations reach apply's logic instead of dying at the trailer check (all
 // packs that then scan, 1 in 8 of those that do not). The
 // oracle, beyond the sanitizers: whatever the input, the store afterwards is
-// fsck-clean (no problem at all: nothing dangling, nothing pending).
+// fsck-clean (no problem at all: nothing dangling, nothing pending), and the
+// process's peak RSS stays under a bound (HOOKFS_FUZZ_RSS_MB, default 768:
+// the 256 MiB an apply may take, plus the sanitizers' and libFuzzer's own).
+// Seeds include the adversarial packs of issue 9 (sparse-*, empty-blob-*).
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -39,6 +43,11 @@ int MemFd(const uint8_t* data, size_t size) {
   }
   if (::lseek(fd, 0, SEEK_SET) != 0) std::abort();
   return fd;
+}
+
+long RssBoundKiB() {
+  const char* m = std::getenv("HOOKFS_FUZZ_RSS_MB");
+  return (m && *m ? std::atol(m) : 768) * 1024;
 }
 
 std::string BaseDir() {
@@ -110,5 +119,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   std::error_code ec;
   std::filesystem::remove_all(tmpl, ec);
+  struct rusage ru;
+  ::getrusage(RUSAGE_SELF, &ru);
+  if (ru.ru_maxrss > RssBoundKiB()) {
+    std::fprintf(stderr, "peak RSS %ld MiB exceeds the bound of %ld MiB\n", ru.ru_maxrss / 1024, RssBoundKiB() / 1024);
+    std::abort();
+  }
   return 0;
 }
