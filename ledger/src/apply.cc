@@ -862,10 +862,7 @@ Status Applier::WriteObjects(lmdb::Txn& txn, const Plan& p, std::vector<std::pai
     if (have && !listed) continue;
     // Canonical bytes as the pack has them (checked again as they are read).
     HOOKFS_ASSIGN_OR_RETURN(std::string bytes, PackTreeBytes(ix_.objects[ti]));
-    std::string rec;
-    lmdb::PutBE64(&rec, Xxh3_64(bytes.data(), bytes.size()));
-    rec += bytes;
-    HOOKFS_RETURN_IF_ERROR(txn.Put(t_.trees, tid.AsKey(), rec));
+    HOOKFS_RETURN_IF_ERROR(txn.Put(t_.trees, tid.AsKey(), EncodeTreeRecord(bytes)));
     if (listed) healed->emplace_back('t', tid);
     ++report_->trees_written;
   }

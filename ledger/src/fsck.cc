@@ -152,7 +152,9 @@ namespace {
 constexpr size_t kBatch = 512;              // records per read txn
 constexpr uint32_t kChunksPerTxn = 256;     // 64 MiB of chunks per read txn
 constexpr size_t kWriteBatch = 1024;        // puts/deletes per repair txn
-constexpr int kMaxWalkDepth = 256;
+// The depth limit apply enforces below a release root (tree.h), so that fsck
+// and apply agree on what is too deep.
+constexpr size_t kMaxWalkDepth = Limits::kMaxDepth;
 
 bool HasPrefix(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 
@@ -291,7 +293,7 @@ class Checker {
                            " bytes, expected " + std::to_string(want));
           return Status::OK();
         }
-        if (Xxh3_64(chunk->data(), chunk->size()) != lmdb::GetBE64(rec.data() + kBlobRecordHeader + 8ull * idx)) {
+        if (Xxh3_64(chunk->data(), chunk->size()) != BlobRecordChunkXxh3(rec, uint32_t(idx))) {
           Bad('b', id, "chunk " + std::to_string(idx) + " checksum mismatch");
           return Status::OK();
         }
@@ -312,11 +314,7 @@ class Checker {
         const uint32_t i = k.size() == kChunkKeySize ? lmdb::GetBE32(k.data() + ObjectId::kSize + 8) : 0;
         bool used = k.size() == kChunkKeySize && w == info.writer && i < info.chunk_count;
         if (!used && k.size() == kChunkKeySize && w != info.writer) {
-          char hex[17];
-          std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)w);
-          std::string pkey(id.AsKey());
-          pkey += hex;
-          HOOKFS_ASSIGN_OR_RETURN(used, view.txn().Has(t_.pending_blob, pkey));  // an apply in flight
+          HOOKFS_ASSIGN_OR_RETURN(used, view.txn().Has(t_.pending_blob, PendingBlobKey(id, SessionName(w))));  // an apply in flight
         }
         if (!used) extra.emplace_back(k);
         HOOKFS_ASSIGN_OR_RETURN(found, c.Next());
@@ -381,14 +379,14 @@ class Checker {
       if (!rec.ok()) {
         if (!rec.status().Is(Code::kNotFound)) return rec.status();
         m.bad.push_back(Bad('t', id, "missing"));
-      } else if (rec->size() < 8) {
-        m.bad.push_back(Bad('t', id, "record too short"));
+      } else if (auto checked = TreeRecordBytes(*rec); !checked.ok() && rec->size() < 8) {
+        m.bad.push_back(Bad('t', id, checked.status().message()));
       } else {
-        std::string_view bytes = rec->substr(8);
-        auto decoded = DecodeTree(bytes);
         ++r_->trees;
-        if (Xxh3_64(bytes.data(), bytes.size()) != lmdb::GetBE64(rec->data())) {
-          m.bad.push_back(Bad('t', id, "checksum mismatch"));
+        std::string_view bytes = checked.ok() ? *checked : std::string_view();
+        auto decoded = DecodeTree(bytes);
+        if (!checked.ok()) {
+          m.bad.push_back(Bad('t', id, checked.status().message()));
         } else if (!decoded.ok()) {
           m.bad.push_back(Bad('t', id, "not canonical: " + decoded.status().message()));
         } else if (ObjectId got = Sha256::Of(bytes); got != id) {
@@ -419,7 +417,7 @@ class Checker {
     if (ok) {
       for (const TreeEntry& e : tree.entries) {
         if (!e.IsDir()) continue;
-        if (depth >= kMaxWalkDepth) {
+        if (size_t(depth) >= kMaxWalkDepth) {
           m.bad.push_back(Bad('t', id, "nested deeper than " + std::to_string(kMaxWalkDepth) + " levels"));
           break;
         }

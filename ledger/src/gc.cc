@@ -107,9 +107,9 @@ class Collector {
                                       "nothing removed (hookctl fsck names the releases; push a pack carrying it)");
           return rec.status();
         }
-        std::string_view bytes = rec->size() >= 8 ? rec->substr(8) : std::string_view();
-        auto decoded = DecodeTree(bytes);
-        if (rec->size() < 8 || Xxh3_64(bytes.data(), bytes.size()) != lmdb::GetBE64(rec->data()) || !decoded.ok())
+        auto bytes = TreeRecordBytes(*rec);
+        auto decoded = bytes.ok() ? DecodeTree(*bytes) : Result<Tree>(bytes.status());
+        if (!decoded.ok())
           return Status::Corruption("gc: tree " + id.Hex() +
                                     " is reachable but damaged, so what it reaches is unknown; nothing removed "
                                     "(heal it first: hookctl fsck --repair, then push a pack carrying it)");

@@ -13,7 +13,6 @@
 
 namespace hookfs {
 
-namespace {
 std::string PendingBlobKey(const ObjectId& id, std::string_view session) {
   std::string k(id.AsKey());
   k += session;
@@ -24,7 +23,11 @@ std::string PendingSessionKey(std::string_view session, const ObjectId& id) {
   k.append(id.AsKey());
   return k;
 }
-}  // namespace
+std::string SessionName(uint64_t writer) {
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)writer);
+  return hex;
+}
 
 Result<bool> BlobPending(const Tables& t, const lmdb::Txn& txn, const ObjectId& id) {
   HOOKFS_ASSIGN_OR_RETURN(lmdb::Cursor p, lmdb::Cursor::Open(txn, t.pending_blob));

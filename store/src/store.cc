@@ -66,6 +66,24 @@ std::string QuarantineKey(char kind, const ObjectId& id) {
   return k;
 }
 
+std::string EncodeTreeRecord(std::string_view canonical) {
+  std::string rec;
+  lmdb::PutBE64(&rec, Xxh3_64(canonical.data(), canonical.size()));
+  rec += canonical;
+  return rec;
+}
+
+Result<std::string_view> TreeRecordBytes(std::string_view rec) {
+  if (rec.size() < 8) return Status::Corruption("record too short");
+  std::string_view bytes = rec.substr(8);
+  if (Xxh3_64(bytes.data(), bytes.size()) != lmdb::GetBE64(rec.data())) return Status::Corruption("checksum mismatch");
+  return bytes;
+}
+
+uint64_t BlobRecordChunkXxh3(std::string_view rec, uint32_t index) {
+  return lmdb::GetBE64(rec.data() + kBlobRecordHeader + 8ull * index);
+}
+
 Result<BlobInfo> DecodeBlobInfo(std::string_view rec) {
   if (rec.size() < kBlobRecordHeader) return Status::Corruption("blob record too short");
   BlobInfo info;
@@ -105,10 +123,8 @@ Result<BlobInfo> ReadView::GetBlobInfo(const ObjectId& id) const {
 Result<std::string_view> ReadView::GetTreeBytes(const ObjectId& id) const {
   auto rec = txn_.Get(tables_->trees, id.AsKey());
   if (!rec.ok()) return rec.status().Context("tree " + id.Hex());
-  if (rec->size() < 8) return Status::Corruption("tree " + id.Hex() + ": record too short");
-  std::string_view bytes = rec->substr(8);
-  if (Xxh3_64(bytes.data(), bytes.size()) != lmdb::GetBE64(rec->data()))
-    return Status::Corruption("tree " + id.Hex() + ": checksum mismatch");
+  auto bytes = TreeRecordBytes(*rec);
+  if (!bytes.ok()) return Status::Corruption("tree " + id.Hex() + ": " + bytes.status().message());
   return bytes;
 }
 
@@ -137,7 +153,7 @@ Status ReadView::ReadBlob(const ObjectId& id, uint64_t offset, size_t len,
     } else if (chunk->size() != chunk_len) {
       st = Status::Corruption("chunk has " + std::to_string(chunk->size()) + " bytes, expected " +
                               std::to_string(chunk_len));
-    } else if (Xxh3_64(chunk->data(), chunk->size()) != lmdb::GetBE64(rec->data() + kBlobRecordHeader + 8 * idx)) {
+    } else if (Xxh3_64(chunk->data(), chunk->size()) != BlobRecordChunkXxh3(*rec, uint32_t(idx))) {
       st = Status::Corruption("checksum mismatch");
     }
     if (!st.ok()) {

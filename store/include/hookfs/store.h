@@ -97,6 +97,23 @@ std::string WithBlobFlags(std::string_view rec, uint32_t flags);
 // Key of an object in the quarantine table: kind 'b' (blob) or 't' (tree).
 std::string QuarantineKey(char kind, const ObjectId& id);
 
+// ---- Record layouts: defined here only; apply, fsck and gc use these. ----
+// Tree record: u64be XXH3-64 of the canonical bytes ++ the canonical bytes.
+std::string EncodeTreeRecord(std::string_view canonical);
+// The canonical bytes of a tree record; Corruption ("record too short",
+// "checksum mismatch") when the record does not check. Not decoded.
+Result<std::string_view> TreeRecordBytes(std::string_view rec);
+// The XXH3-64 a blob record lists for chunk `index` (the record must have
+// passed DecodeBlobInfo and index < chunk_count).
+uint64_t BlobRecordChunkXxh3(std::string_view rec, uint32_t index);
+// Pending-chunk registrations of a chunk session (16 hex digits):
+//   pending_blob     id ++ session -> ""  (who is writing blob id)
+//   pending_session  session ++ id -> u32be chunk count  (what to reclaim)
+std::string PendingBlobKey(const ObjectId& id, std::string_view session);
+std::string PendingSessionKey(std::string_view session, const ObjectId& id);
+// The session name of a chunk writer tag (inverse of SessionWriter).
+std::string SessionName(uint64_t writer);
+
 class Store;
 
 // Keeps memory freed after each chunk batch in the heap instead of handing
