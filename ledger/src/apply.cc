@@ -926,8 +926,12 @@ json ApplyReport::ToJson() const {
 // (no lock held): the apply verifies it whole before writing, then reads
 // back what it writes.
 Result<int> SpoolPipe(Store* store, int in) {
-  int fd = store->io()->Open(store->staging_dir().c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0) return Status::FromErrno(errno, "create spool in " + store->staging_dir());
+  // Locked before it has a name (or re-checked after), then unlinked: it
+  // vanishes with the fd, whatever happens to this process.
+  static std::atomic<uint64_t> seq{0};
+  const std::string name = "apply-" + std::to_string(::getpid()) + "-" + std::to_string(seq++) + ".spool";
+  HOOKFS_ASSIGN_OR_RETURN(int fd, store->CreateStagingFile(name));
+  store->io()->Unlink((store->staging_dir() + "/" + name).c_str());
   std::vector<char> buf(1 << 20);
   for (;;) {
     ssize_t r = ::read(in, buf.data(), buf.size());
