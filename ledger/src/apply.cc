@@ -54,13 +54,16 @@ class Hasher {
  public:
   static constexpr size_t kPoolChunks = 64;  // 16 MiB in flight at most
 
-  Hasher() : thread_([this] { Loop(); }) {
-    for (size_t i = 0; i < kPoolChunks; ++i) free_.push_back(std::make_unique<char[]>(kChunkSize));
-  }
+  Hasher() : thread_([this] { Loop(); }) {}
   ~Hasher() { Stop(); }
 
+  // Buffers are made on first need: a pack of small blobs never pays for the pool.
   std::unique_ptr<char[]> Buffer() {
     std::unique_lock<std::mutex> l(mu_);
+    if (free_.empty() && allocated_ < kPoolChunks) {
+      ++allocated_;
+      return std::make_unique<char[]>(kChunkSize);
+    }
     cv_free_.wait(l, [&] { return !free_.empty(); });
     auto b = std::move(free_.back());
     free_.pop_back();
@@ -118,6 +121,7 @@ class Hasher {
   std::condition_variable cv_work_, cv_free_;
   std::deque<Item> work_;
   std::vector<std::unique_ptr<char[]>> free_;
+  size_t allocated_ = 0;
   bool busy_ = false;
   bool stop_ = false;
   std::thread thread_;
