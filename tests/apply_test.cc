@@ -376,7 +376,10 @@ TEST_F(ApplyTest, ConcurrentAppliesGetVersionsOneToNWithoutGaps) {
     content += Big(1000 + i, char('a' + i % 20));
     s.Blob(content);
     s.Release("app", s.AddTree({File("f", content)}));
-    std::string path = dir_ / ("c" + std::to_string(i) + ".pack");
+    std::string name = "c";
+    name += std::to_string(i);
+    name += ".pack";
+    std::string path = dir_ / name;
     test::WriteFile(path, s.Bytes());
     packs.push_back(path);
   }
