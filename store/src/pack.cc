@@ -451,6 +451,10 @@ Result<PackSummary> ScanPack(int fd, PackVisitor* v, uint64_t data_bytes) {
         if (len > kMaxTimesRecord)
           return Status::Malformed("times record at byte " + std::to_string(rec_offset) + " declares " +
                                    std::to_string(len) + " bytes, limit " + std::to_string(kMaxTimesRecord));
+        if (declares_too_much(in.offset(), len))
+          return Status::Malformed("times record at byte " + std::to_string(rec_offset) + " declares " +
+                                   std::to_string(len) + " bytes; the pack holds only " +
+                                   std::to_string(data_bytes) + " bytes of data (truncated or sparse)");
         body.resize(len);
         HOOKFS_RETURN_IF_ERROR(in.Read(body.data(), len, "times record"));
         HOOKFS_ASSIGN_OR_RETURN(TimesRecord t, DecodeTimes(body));
