@@ -329,5 +329,108 @@ TEST_F(NamespaceTest, AClosedPackIsPublishedAndItsVerdictReturned) {
   EXPECT_EQ(catalog_->Releases(*HookName::Make("app"))->size(), 2u);
 }
 
+// Issue 8 (b): a create without O_EXCL, or a rename onto a staging name,
+// replaced a spool still being written; the displaced writer's close then
+// returned success with no apply and no result.
+TEST_F(NamespaceTest, TwoWritersOfOneNameEachGetAVerdictOrAnError) {
+  auto incoming = Walk("incoming");
+  ASSERT_TRUE(incoming.ok());
+  std::string a = AppSpec('a').Bytes(), b = AppSpec('b').Bytes();
+  auto first = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, "x.pack", false);
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(ns_->WriteSpool(first->spool, a.data(), a.size() / 2, 0).ok());
+  auto second = ns_->CreateSpool(Owner(), incoming->ino, *incoming->node, "x.pack", false);
+  ASSERT_TRUE(second.ok());
+  ASSERT_TRUE(ns_->WriteSpool(second->spool, b.data(), b.size(), 0).ok());
+  // The first writer goes on and closes after the second one.
+  Status w = ns_->WriteSpool(first->spool, a.data() + a.size() / 2, a.size() - a.size() / 2, a.size() / 2);
+  Status v2 = ns_->FlushSpool(Owner(), second->spool);
+  EXPECT_TRUE(v2.ok()) << v2.ToString();
+  Status v1 = ns_->FlushSpool(Publisher(), first->spool);
+  ns_->ReleaseSpoolWriter(Owner(), second->spool);
+  ns_->ReleaseSpoolWriter(Publisher(), first->spool);
+  size_t releases = catalog_->Releases(*HookName::Make("app"))->size();
+  // Either both packs were applied, or the first writer was told.
+  EXPECT_TRUE(releases == 2 || !w.ok() || !v1.ok())
+      << "the displaced writer's close returned success but its pack was never applied (" << releases
+      << " release(s))";
+
+  // rsync-style staging names: a rename onto .t replaces the spool there.
+  auto t1 = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, ".t", true);
+  auto t2 = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, ".u", true);
+  ASSERT_TRUE(t1.ok() && t2.ok());
+  std::string c = AppSpec('c').Bytes();
+  ASSERT_TRUE(ns_->WriteSpool(t1->spool, c.data(), 100, 0).ok());
+  ASSERT_TRUE(ns_->WriteSpool(t2->spool, c.data(), c.size(), 0).ok());
+  ASSERT_TRUE(ns_->Rename(Publisher(), incoming->ino, *incoming->node, ".u", ".t", false).ok());
+  Status tw = ns_->WriteSpool(t1->spool, c.data() + 100, c.size() - 100, 100);
+  Status tv = ns_->FlushSpool(Publisher(), t1->spool);
+  EXPECT_TRUE(!tw.ok() || !tv.ok()) << "the writer of the replaced .t was never told";
+}
+
+// Issue 8 (h): a file closed for the last time without a byte written is
+// rejected at once (result written, name gone), not left forever.
+TEST_F(NamespaceTest, AnEmptyPackIsRejectedWhenItsLastWriterCloses) {
+  auto incoming = Walk("incoming");
+  ASSERT_TRUE(incoming.ok());
+  auto c = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, "e.pack", false);
+  ASSERT_TRUE(c.ok());
+  auto again = ns_->OpenSpool(Publisher(), *c->entry.node, /*write=*/true, /*trunc=*/false);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(ns_->FlushSpool(Publisher(), c->spool).ok());
+  ns_->ReleaseSpoolWriter(Publisher(), c->spool);
+  EXPECT_EQ(Names("incoming"), (std::vector<std::string>{"e.pack"})) << "a writer still holds it open";
+  EXPECT_TRUE(ns_->FlushSpool(Publisher(), *again).ok());
+  ns_->ReleaseSpoolWriter(Publisher(), *again);
+  EXPECT_EQ(Names("incoming"), (std::vector<std::string>{"e.pack.result"}));
+  EXPECT_NE(ResultOf("e.pack").find("error"), std::string::npos) << ResultOf("e.pack");
+  // A staging name waits for its rename, empty or not.
+  auto d = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, ".d", false);
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE(ns_->FlushSpool(Publisher(), d->spool).ok());
+  ns_->ReleaseSpoolWriter(Publisher(), d->spool);
+  // Two writers: the release of the last one rejects it.
+  auto f = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, "f.pack", false);
+  ASSERT_TRUE(f.ok());
+  auto f2 = ns_->OpenSpool(Publisher(), *f->entry.node, true, false);
+  ASSERT_TRUE(f2.ok());
+  EXPECT_TRUE(ns_->FlushSpool(Publisher(), f->spool).ok());
+  EXPECT_TRUE(ns_->FlushSpool(Publisher(), *f2).ok());
+  ns_->ReleaseSpoolWriter(Publisher(), f->spool);
+  ns_->ReleaseSpoolWriter(Publisher(), *f2);
+  EXPECT_TRUE(HasResult("f.pack"));
+  EXPECT_EQ(Names("incoming"), (std::vector<std::string>{".d", "e.pack.result", "f.pack.result"}));
+}
+
+// Issue 8 (e): a missing object that a release names is damage: EIO (logged),
+// never "no such file", never remembered.
+TEST_F(NamespaceTest, AMissingObjectIsAnErrorNotAnAbsence) {
+  Apply(AppSpec('a'));
+  auto bin = Walk("hooks/app/releases/1/bin");
+  ASSERT_TRUE(bin.ok());
+  ObjectId blob = bin->node->id;
+  {
+    auto txn = store_->BeginWrite();
+    ASSERT_TRUE(txn.ok());
+    ASSERT_TRUE(txn->Del(store_->tables().trees, etc_.AsKey()).ok());
+    ASSERT_TRUE(txn->Del(store_->tables().blobs, blob.AsKey()).ok());
+    ASSERT_TRUE(txn->Commit().ok());
+  }
+  auto conf = Walk("hooks/app/releases/1/etc/app.conf");
+  EXPECT_TRUE(conf.status().Is(Code::kCorruption)) << conf.status().ToString();
+  auto etc = Walk("hooks/app/releases/1/etc");
+  ASSERT_TRUE(etc.ok());
+  EXPECT_TRUE(ns_->Children(etc->ino, *etc->node).status().Is(Code::kCorruption));
+  auto view = store_->Read();
+  ASSERT_TRUE(view.ok());
+  std::vector<std::span<const uint8_t>> spans;
+  Status r = ns_->ReadBlob(*view, blob, 0, 4096, &spans);
+  EXPECT_TRUE(r.Is(Code::kCorruption)) << r.ToString();
+  // Nothing was remembered: once the tree is back, the path resolves.
+  Apply(AppSpec('a'));
+  conf = Walk("hooks/app/releases/1/etc/app.conf");
+  EXPECT_TRUE(conf.ok()) << conf.status().ToString();
+}
+
 }  // namespace
 }  // namespace hookfs::fs

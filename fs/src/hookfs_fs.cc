@@ -485,7 +485,7 @@ void HookFs::ReadBlob(fuse_req_t req, const ObjectId& id, size_t size, off_t off
   auto view = store_->Read();
   if (!view.ok()) return ReplyStatus(req, view.status(), "read");
   std::vector<std::span<const uint8_t>> spans;
-  Status s = view->ReadBlob(id, static_cast<uint64_t>(off), size, &spans);
+  Status s = ns_->ReadBlob(*view, id, static_cast<uint64_t>(off), size, &spans);
   if (!s.ok()) {
     if (s.Is(Code::kCorruption)) spdlog::error("read blob {}: {} -> EIO", id.Hex(), s.ToString());
     return ReplyStatus(req, s, "read");

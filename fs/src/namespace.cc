@@ -902,6 +902,7 @@ Result<Namespace::CreatedSpool> Namespace::CreateSpool(const Caller& who, Ino pa
   c.name = std::string(name);
   c.serial = spool->serial();
   HOOKFS_ASSIGN_OR_RETURN(Entry e, Bind(std::move(c)));
+  spool->AddWriter();
   return CreatedSpool{std::move(e), std::move(spool)};
 }
 
@@ -916,6 +917,7 @@ Result<std::shared_ptr<Spool>> Namespace::OpenSpool(const Caller& who, const Nod
       HOOKFS_RETURN_IF_ERROR(spool->Truncate(0));
       spool->dirty = true;
     }
+    spool->AddWriter();
   }
   return spool;
 }
@@ -931,6 +933,7 @@ Status Namespace::TruncateSpool(const Caller& who, const std::shared_ptr<Spool>&
 Status Namespace::WriteSpool(const std::shared_ptr<Spool>& spool, const void* data, size_t n,
                              uint64_t off) {
   std::lock_guard<std::mutex> lock(spool->mu);
+  if (spool->displaced) return Status::IOError("replaced by another create or rename of its name");
   if (spool->consumed) return Status::IOError("pack already applied");
   HOOKFS_RETURN_IF_ERROR(spool->Write(data, n, static_cast<off_t>(off)));
   spool->dirty = true;
@@ -944,7 +947,12 @@ Status Namespace::FlushSpool(const Caller& who, const std::shared_ptr<Spool>& sp
   return s;
 }
 
-void Namespace::ReleaseSpoolWriter(const Caller&, const std::shared_ptr<Spool>&) {}
+void Namespace::ReleaseSpoolWriter(const Caller& who, const std::shared_ptr<Spool>& spool) {
+  if (!spool->DropWriter()) return;  // other writers still hold it open
+  std::string name = incoming_->NameOf(spool);
+  if (name.empty() || Incoming::IsStaging(name)) return;
+  if (incoming_->RejectUnwritten(spool, name, ActorOf(who))) AfterPublish(name);
+}
 
 // ---- runs -------------------------------------------------------------------------
 
@@ -967,6 +975,18 @@ Status Namespace::FinishRun(const Caller& who, const Node& n, const std::string&
   if (Ino i = table_->Find(n.parent, "run.json")) notifier_->InodeChanged(i);
   if (Ino i = table_->Find(n.parent, "result")) notifier_->InodeChanged(i);
   return Status::OK();
+}
+
+// ---- blobs ------------------------------------------------------------------------
+
+Status Namespace::ReadBlob(const ReadView& view, const ObjectId& id, uint64_t off, size_t len,
+                           std::vector<std::span<const uint8_t>>* out) {
+  Status s = view.ReadBlob(id, off, len, out);
+  if (s.Is(Code::kNotFound)) {
+    s = Status::Corruption("blob " + id.Hex() + " is missing from the store");
+    spdlog::error("{} (run hookctl fsck)", s.ToString());
+  }
+  return s;
 }
 
 // ---- journal ----------------------------------------------------------------------

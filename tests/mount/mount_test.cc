@@ -154,6 +154,50 @@ TEST_F(MountTest, RsyncPublishesThroughDotName) {
   EXPECT_EQ(Sh("readlink " + Q(Hook("synced") + "/live")).out, "releases/1\n");
 }
 
+// Issue 8 (k): hookctl pack -o MNT/incoming/x.pack writes through a
+// dot-named temporary, so the rename publishes and returns the verdict.
+TEST_F(MountTest, HookctlPackStraightIntoIncoming) {
+  ASSERT_NO_FATAL_FAILURE(Mount());
+  std::string src = MakeSource(NewDir("src"), "direct");
+  Cmd c = Sh(std::string(HOOKCTL_BIN) + " pack --hook direct -o " + Q(mnt_ + "/incoming/x.pack") + " " + Q(src));
+  EXPECT_EQ(c.status, 0) << c.err;
+  EXPECT_EQ(Sh("ls -A " + Q(mnt_ + "/incoming")).out, "x.pack.result\n");
+  EXPECT_EQ(ReadJson(mnt_ + "/incoming/x.pack.result")["releases"][0]["result"], "accepted");
+  EXPECT_EQ(Sh("ls " + Q(Hook("direct") + "/releases")).out, "1\n1.json\n");
+  // A bad pack: the rename carries the refusal, hookctl exits non-zero.
+  std::string garbage = NewDir("g") + "/empty-dir";
+  std::filesystem::create_directories(garbage);
+  Cmd bad = Sh(std::string(HOOKCTL_BIN) + " pack --hook 'Bad Name' -o " + Q(mnt_ + "/incoming/y.pack") + " " + Q(src));
+  EXPECT_NE(bad.status, 0);
+  EXPECT_EQ(Sh("ls -A " + Q(mnt_ + "/incoming")).out, "x.pack.result\n") << "no temporary left behind";
+}
+
+// Issue 8 (h): an empty file copied into incoming/ is rejected at once: its
+// result is written and the name is gone (it used to stay forever).
+TEST_F(MountTest, EmptyFileIsRejectedAtOnce) {
+  ASSERT_NO_FATAL_FAILURE(Mount());
+  std::string empty = NewDir("e") + "/empty.pack";
+  WriteAll(empty, "");
+  // The last close (RELEASE) rejects it; the kernel sends RELEASE after
+  // close() has returned, so wait a little for it.
+  auto listing_becomes = [&](const std::string& want) {
+    std::string got;
+    for (int i = 0; i < 100; ++i) {
+      got = Sh("ls -A " + Q(mnt_ + "/incoming")).out;
+      if (got == want) break;
+      ::usleep(20000);
+    }
+    return got;
+  };
+  Cmd cp = Sh("cp " + Q(empty) + " " + Q(mnt_ + "/incoming/e.pack"));
+  EXPECT_TRUE(cp.ok()) << cp.err;
+  EXPECT_EQ(listing_becomes("e.pack.result\n"), "e.pack.result\n");
+  auto r = ReadJson(mnt_ + "/incoming/e.pack.result");
+  EXPECT_NE(r.dump().find("truncated"), std::string::npos) << r.dump(2);
+  EXPECT_TRUE(Sh("touch " + Q(mnt_ + "/incoming/t.pack")).ok());
+  EXPECT_EQ(listing_becomes("e.pack.result\nt.pack.result\n"), "e.pack.result\nt.pack.result\n");
+}
+
 TEST_F(MountTest, DotNameWaitsForRename) {
   ASSERT_NO_FATAL_FAILURE(Mount());
   std::string pack = Pack("staged", MakeSource(NewDir("src"), "staged"));

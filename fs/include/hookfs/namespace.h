@@ -28,6 +28,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -335,6 +336,11 @@ class Namespace {
   // runs/RUN/result.
   Status CheckWriteRunResult(const Caller& who, const Node& n);
   Status FinishRun(const Caller& who, const Node& n, const std::string& text);
+
+  // Bytes [off, off + len) of blob `id` as spans into `view`'s map. A blob
+  // that a tree names but the store lacks is Corruption (EIO), logged.
+  Status ReadBlob(const ReadView& view, const ObjectId& id, uint64_t off, size_t len,
+                  std::vector<std::span<const uint8_t>>* out);
 
   // The journal file.
   Status ReadJournal(JournalCursor* c, size_t size, uint64_t off, std::string* out);
