@@ -4,7 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <filesystem>
+#include <thread>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -14,6 +17,8 @@
 #include "hookfs/namespace.h"
 #include "incoming.h"
 #include "inode_table.h"
+#include "publish_queue.h"
+#include "reply_once.h"
 #include "test_util.h"
 
 namespace hookfs::fs {
@@ -430,6 +435,79 @@ TEST_F(NamespaceTest, AMissingObjectIsAnErrorNotAnAbsence) {
   Apply(AppSpec('a'));
   conf = Walk("hooks/app/releases/1/etc/app.conf");
   EXPECT_TRUE(conf.ok()) << conf.status().ToString();
+}
+
+// Issue 8 (j): the trampolines' catch-all replied EIO even when the handler
+// had already replied and then threw. This is the trampoline's shape
+// (hookfs_fs.cc Tramp::Fn) over the guard every adapter reply goes through.
+TEST(ReplyOnceTest, TheCatchAllRepliesOnlyWhenTheHandlerHadNot) {
+  int req = 0, other = 0;
+  std::vector<std::string> sent;
+  auto reply = [&](const void* r, const char* what) {
+    if (ReplyScope::Claim(r)) sent.push_back(what);
+  };
+  auto trampoline = [&](const std::function<void()>& handler) {
+    ReplyScope scope(&req);
+    try {
+      handler();
+    } catch (...) {
+      reply(&req, "EIO");
+    }
+  };
+  trampoline([&] {
+    reply(&req, "entry");
+    throw std::runtime_error("thrown after the reply");
+  });
+  EXPECT_EQ(sent, (std::vector<std::string>{"entry"}));
+  trampoline([&] { throw std::runtime_error("thrown before any reply"); });
+  EXPECT_EQ(sent, (std::vector<std::string>{"entry", "EIO"}));
+  // A handler that hands its request to another thread claims it; the job
+  // there answers it once.
+  trampoline([&] {
+    ReplyScope::Claim(&req);
+    std::thread([&] { reply(&req, "verdict"); }).join();
+    throw std::runtime_error("thrown after the hand-off");
+  });
+  EXPECT_EQ(sent, (std::vector<std::string>{"entry", "EIO", "verdict"}));
+  // Another request's reply from inside a handler is not this one's.
+  trampoline([&] {
+    reply(&other, "other");
+    reply(&req, "mine");
+  });
+  EXPECT_EQ(sent.back(), "mine");
+}
+
+TEST(PublishQueueTest, JobsRunOffTheCallerBoundedAndDrainedOnStop) {
+  PublishQueue q(2, 2);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool go = false;
+  std::atomic<int> done{0};
+  std::set<std::thread::id> threads;
+  for (int i = 0; i < 2; ++i) {
+    q.Submit([&] {
+      {
+        std::unique_lock<std::mutex> l(mu);
+        threads.insert(std::this_thread::get_id());
+        cv.wait(l, [&] { return go; });
+      }
+      ++done;
+    });
+  }
+  // Both workers are busy; two more wait in the queue; Submit did not block.
+  q.Submit([&] { ++done; });
+  q.Submit([&] { ++done; });
+  EXPECT_EQ(done.load(), 0);
+  {
+    std::lock_guard<std::mutex> l(mu);
+    go = true;
+  }
+  cv.notify_all();
+  q.Stop();
+  EXPECT_EQ(done.load(), 4);
+  EXPECT_FALSE(threads.count(std::this_thread::get_id()));
+  q.Submit([&] { ++done; });  // after Stop: runs on the caller
+  EXPECT_EQ(done.load(), 5);
 }
 
 }  // namespace

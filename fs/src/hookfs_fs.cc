@@ -1,5 +1,7 @@
 #include "hookfs_fs.h"
 
+#include "reply_once.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -34,6 +36,35 @@ struct FdCloser {
 };
 
 bool IsWriteOpen(int flags) { return (flags & O_ACCMODE) != O_RDONLY; }
+
+// Every reply of the adapter goes through Fuse::*: each claims the request
+// first (ReplyScope), so no request is ever answered twice.
+struct Fuse {
+  static bool Claim(fuse_req_t req) {
+    if (ReplyScope::Claim(req)) return true;
+    spdlog::error("a second reply to one request suppressed");
+    return false;
+  }
+  static int Err(fuse_req_t r, int e) { return Claim(r) ? fuse_reply_err(r, e) : -EALREADY; }
+  static void None(fuse_req_t r) {
+    if (Claim(r)) fuse_reply_none(r);
+  }
+  static int Entry(fuse_req_t r, const fuse_entry_param* e) { return Claim(r) ? fuse_reply_entry(r, e) : -EALREADY; }
+  static int Create(fuse_req_t r, const fuse_entry_param* e, const fuse_file_info* fi) {
+    return Claim(r) ? fuse_reply_create(r, e, fi) : -EALREADY;
+  }
+  static int Attr(fuse_req_t r, const struct stat* st, double t) {
+    return Claim(r) ? fuse_reply_attr(r, st, t) : -EALREADY;
+  }
+  static int Readlink(fuse_req_t r, const char* l) { return Claim(r) ? fuse_reply_readlink(r, l) : -EALREADY; }
+  static int Open(fuse_req_t r, const fuse_file_info* fi) { return Claim(r) ? fuse_reply_open(r, fi) : -EALREADY; }
+  static int Write(fuse_req_t r, size_t n) { return Claim(r) ? fuse_reply_write(r, n) : -EALREADY; }
+  static int Buf(fuse_req_t r, const char* b, size_t n) { return Claim(r) ? fuse_reply_buf(r, b, n) : -EALREADY; }
+  static int Iov(fuse_req_t r, const iovec* v, int n) { return Claim(r) ? fuse_reply_iov(r, v, n) : -EALREADY; }
+  static int Statfs(fuse_req_t r, const struct statvfs* sv) { return Claim(r) ? fuse_reply_statfs(r, sv) : -EALREADY; }
+  static int Xattr(fuse_req_t r, size_t n) { return Claim(r) ? fuse_reply_xattr(r, n) : -EALREADY; }
+};
+
 
 }  // namespace
 
@@ -71,6 +102,19 @@ class KernelNotifier : public Notifier {
   Invalidator* inv_;
 };
 
+// A job's body: an exception becomes an IOError (the job must still reply).
+template <typename F>
+Status Guarded(F&& f) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    spdlog::error("internal error in a publish: {}", e.what());
+  } catch (...) {
+    spdlog::error("internal error in a publish");
+  }
+  return Status::IOError("internal error");
+}
+
 Caller CallerOf(fuse_req_t req) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
   Caller c;
@@ -103,14 +147,15 @@ template <typename... Args, void (HookFs::*M)(fuse_req_t, Args...)>
 struct Tramp<M> {
   static void Fn(fuse_req_t req, Args... args) {
     auto* self = static_cast<HookFs*>(fuse_req_userdata(req));
+    ReplyScope scope(req);
     try {
       (self->*M)(req, args...);
     } catch (const std::exception& e) {
       spdlog::error("internal error in a FUSE handler: {}", e.what());
-      fuse_reply_err(req, EIO);
+      Fuse::Err(req, EIO);  // only if the handler had not replied
     } catch (...) {
       spdlog::error("internal error in a FUSE handler");
-      fuse_reply_err(req, EIO);
+      Fuse::Err(req, EIO);
     }
   }
 };
@@ -125,18 +170,20 @@ void InitFn(void* userdata, fuse_conn_info* conn) {
 
 // forget has no reply but "none": an exception must still end the request.
 void ForgetFn(fuse_req_t req, fuse_ino_t ino, uint64_t n) {
+  ReplyScope scope(req);
   try {
     static_cast<HookFs*>(fuse_req_userdata(req))->Forget(req, ino, n);
   } catch (...) {
-    fuse_reply_none(req);
+    Fuse::None(req);
   }
 }
 
 void ForgetMultiFn(fuse_req_t req, size_t count, fuse_forget_data* f) {
+  ReplyScope scope(req);
   try {
     static_cast<HookFs*>(fuse_req_userdata(req))->ForgetMulti(req, count, f);
   } catch (...) {
-    fuse_reply_none(req);
+    Fuse::None(req);
   }
 }
 
@@ -187,7 +234,10 @@ const fuse_lowlevel_ops& HookFs::Ops() {
 
 HookFs::HookFs(FsOptions options) : options_(std::move(options)) {}
 
-HookFs::~HookFs() { invalidator_.Stop(); }
+HookFs::~HookFs() {
+  StopPublishing();
+  invalidator_.Stop();
+}
 
 void HookFs::Attach(Store* store, Ledger* ledger, Incoming* incoming) {
   store_ = store;
@@ -197,6 +247,11 @@ void HookFs::Attach(Store* store, Ledger* ledger, Incoming* incoming) {
   no.policy = options_.policy;
   no.after_publish = options_.after_publish;
   ns_ = std::make_unique<Namespace>(std::move(no), store, catalog_.get(), incoming, notifier_.get());
+  publish_ = std::make_unique<PublishQueue>(options_.publish_workers, options_.publish_queue);
+}
+
+void HookFs::StopPublishing() {
+  if (publish_) publish_->Stop();
 }
 
 void HookFs::Init(fuse_conn_info* conn) {
@@ -226,7 +281,7 @@ void HookFs::Init(fuse_conn_info* conn) {
 
 void HookFs::ReplyStatus(fuse_req_t req, const Status& s, const char* op) {
   if (s.ok()) {
-    fuse_reply_err(req, 0);
+    Fuse::Err(req, 0);
     return;
   }
   int err = s.ToErrno();
@@ -235,7 +290,7 @@ void HookFs::ReplyStatus(fuse_req_t req, const Status& s, const char* op) {
   } else if (!s.Is(Code::kNotFound)) {
     spdlog::info("{}: {}", op, s.ToString());
   }
-  fuse_reply_err(req, err == 0 ? EIO : err);
+  Fuse::Err(req, err == 0 ? EIO : err);
 }
 
 void HookFs::ReplyEntry(fuse_req_t req, Result<Entry> r, const char* op) {
@@ -246,15 +301,15 @@ void HookFs::ReplyEntry(fuse_req_t req, Result<Entry> r, const char* op) {
   e.attr = r->attr;
   e.attr_timeout = r->attr_timeout;
   e.entry_timeout = r->entry_timeout;
-  if (fuse_reply_entry(req, &e) != 0) ns_->Forget(r->ino, 1);
+  if (Fuse::Entry(req, &e) != 0) ns_->Forget(r->ino, 1);
 }
 
 // ---- lookup / forget / attrs ----------------------------------------------------
 
 void HookFs::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   NodePtr dir = ns_->Get(parent);
-  if (!dir) return (void)fuse_reply_err(req, ESTALE);
-  if (!dir->IsDir()) return (void)fuse_reply_err(req, ENOTDIR);
+  if (!dir) return (void)Fuse::Err(req, ESTALE);
+  if (!dir->IsDir()) return (void)Fuse::Err(req, ENOTDIR);
   auto c = ns_->Child(parent, *dir, name);
   if (!c.ok()) {
     if (c.status().Is(Code::kNotFound)) {
@@ -263,10 +318,10 @@ void HookFs::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
         fuse_entry_param e{};
         e.ino = 0;
         e.entry_timeout = 86400.0;
-        fuse_reply_entry(req, &e);
+        Fuse::Entry(req, &e);
         return;
       }
-      return (void)fuse_reply_err(req, ENOENT);
+      return (void)Fuse::Err(req, ENOENT);
     }
     return ReplyStatus(req, c.status(), "lookup");
   }
@@ -275,32 +330,32 @@ void HookFs::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 void HookFs::Forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
   ns_->Forget(ino, nlookup);
-  fuse_reply_none(req);
+  Fuse::None(req);
 }
 
 void HookFs::ForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
   for (size_t i = 0; i < count; ++i) ns_->Forget(forgets[i].ino, forgets[i].nlookup);
   spdlog::debug("forget {} inodes: {} nodes left", count, ns_->table().size());
-  fuse_reply_none(req);
+  Fuse::None(req);
 }
 
 void HookFs::GetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   NodePtr n = ns_->Get(ino);
-  if (!n) return (void)fuse_reply_err(req, ESTALE);
+  if (!n) return (void)Fuse::Err(req, ESTALE);
   auto st = ns_->Attr(ino, *n);
   if (!st.ok()) return ReplyStatus(req, st.status(), "getattr");
-  fuse_reply_attr(req, &*st, Namespace::AttrTimeout(*n));
+  Fuse::Attr(req, &*st, Namespace::AttrTimeout(*n));
 }
 
 void HookFs::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
                      fuse_file_info* fi) {
   NodePtr n = ns_->Get(ino);
-  if (!n) return (void)fuse_reply_err(req, ESTALE);
+  if (!n) return (void)Fuse::Err(req, ESTALE);
   if (n->kind == Kind::kSpool) {
     auto spool = ns_->SpoolOf(*n);
     if (!spool) {
       if (fi) spool = reinterpret_cast<Handle*>(fi->fh)->spool;
-      if (!spool) return (void)fuse_reply_err(req, ENOENT);
+      if (!spool) return (void)Fuse::Err(req, ENOENT);
     }
     if (to_set & FUSE_SET_ATTR_SIZE) {
       Status s = ns_->TruncateSpool(CallerOf(req), spool, static_cast<uint64_t>(attr->st_size));
@@ -310,7 +365,7 @@ void HookFs::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_s
     // (rsync and cp -p set them before the rename).
     auto st = ns_->Attr(ino, *n);
     if (!st.ok()) return ReplyStatus(req, st.status(), "setattr");
-    return (void)fuse_reply_attr(req, &*st, 0);
+    return (void)Fuse::Attr(req, &*st, 0);
   }
   if (n->kind == Kind::kRunResult && to_set == FUSE_SET_ATTR_SIZE && attr->st_size == 0) {
     // O_TRUNC of an open-for-write: the run must still be running.
@@ -318,57 +373,57 @@ void HookFs::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_s
     if (!s.ok()) return ReplyStatus(req, s, "truncate result");
     auto st = ns_->Attr(ino, *n);
     if (!st.ok()) return ReplyStatus(req, st.status(), "setattr");
-    return (void)fuse_reply_attr(req, &*st, 0);
+    return (void)Fuse::Attr(req, &*st, 0);
   }
   ReplyStatus(req, Namespace::ReadOnly(*n), "setattr");
 }
 
 void HookFs::ReadLink(fuse_req_t req, fuse_ino_t ino) {
   NodePtr n = ns_->Get(ino);
-  if (!n) return (void)fuse_reply_err(req, ESTALE);
-  if (!n->IsSymlink()) return (void)fuse_reply_err(req, EINVAL);
-  fuse_reply_readlink(req, ns_->Target(*n).c_str());
+  if (!n) return (void)Fuse::Err(req, ESTALE);
+  if (!n->IsSymlink()) return (void)Fuse::Err(req, EINVAL);
+  Fuse::Readlink(req, ns_->Target(*n).c_str());
 }
 
 // ---- namespace changes ----------------------------------------------------------
 
 void HookFs::MkNod(fuse_req_t req, fuse_ino_t parent, const char*, mode_t, dev_t) {
   NodePtr dir = ns_->Get(parent);
-  if (!dir) return (void)fuse_reply_err(req, ESTALE);
+  if (!dir) return (void)Fuse::Err(req, ESTALE);
   ReplyStatus(req, Namespace::ReadOnly(*dir), "mknod");
 }
 
 void HookFs::Link(fuse_req_t req, fuse_ino_t, fuse_ino_t newparent, const char*) {
   NodePtr dir = ns_->Get(newparent);
-  if (!dir) return (void)fuse_reply_err(req, ESTALE);
+  if (!dir) return (void)Fuse::Err(req, ESTALE);
   ReplyStatus(req, Namespace::ReadOnly(*dir), "link");
 }
 
 void HookFs::MkDir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t) {
   NodePtr dir = ns_->Get(parent);
-  if (!dir) return (void)fuse_reply_err(req, ESTALE);
+  if (!dir) return (void)Fuse::Err(req, ESTALE);
   ReplyEntry(req, ns_->MakeRun(CallerOf(req), parent, *dir, name), "mkdir");
 }
 
 void HookFs::RmDir(fuse_req_t req, fuse_ino_t parent, const char* name) {
   NodePtr dir = ns_->Get(parent);
-  if (!dir) return (void)fuse_reply_err(req, ESTALE);
+  if (!dir) return (void)Fuse::Err(req, ESTALE);
   if (dir->kind == Kind::kRunsDir) {
     spdlog::info("rmdir runs/{}: runs are append-only", name);
-    return (void)fuse_reply_err(req, EPERM);
+    return (void)Fuse::Err(req, EPERM);
   }
   ReplyStatus(req, Namespace::ReadOnly(*dir), "rmdir");
 }
 
 void HookFs::Unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   NodePtr dir = ns_->Get(parent);
-  if (!dir) return (void)fuse_reply_err(req, ESTALE);
+  if (!dir) return (void)Fuse::Err(req, ESTALE);
   ReplyStatus(req, ns_->Unlink(CallerOf(req), parent, *dir, name), "unlink");
 }
 
 void HookFs::Symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
   NodePtr dir = ns_->Get(parent);
-  if (!dir) return (void)fuse_reply_err(req, ESTALE);
+  if (!dir) return (void)Fuse::Err(req, ESTALE);
   ReplyEntry(req, ns_->Symlink(CallerOf(req), link, parent, *dir, name), "symlink");
 }
 
@@ -376,16 +431,26 @@ void HookFs::Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_in
                     const char* newname, unsigned int flags) {
   NodePtr dir = ns_->Get(parent);
   NodePtr newdir = ns_->Get(newparent);
-  if (!dir || !newdir) return (void)fuse_reply_err(req, ESTALE);
-  if (flags & RENAME_EXCHANGE) return (void)fuse_reply_err(req, EINVAL);
+  if (!dir || !newdir) return (void)Fuse::Err(req, ESTALE);
+  if (flags & RENAME_EXCHANGE) return (void)Fuse::Err(req, EINVAL);
   if (parent != newparent) {
     bool writable = dir->kind == Kind::kIncomingDir || dir->kind == Kind::kHookDir ||
                     dir->kind == Kind::kTagsDir;
-    if (writable) return (void)fuse_reply_err(req, EXDEV);
+    if (writable) return (void)Fuse::Err(req, EXDEV);
     return ReplyStatus(req, Namespace::ReadOnly(*dir), "rename");
   }
-  Status s = ns_->Rename(CallerOf(req), parent, *dir, name, newname, flags & RENAME_NOREPLACE);
-  ReplyStatus(req, s, "rename");
+  bool noreplace = flags & RENAME_NOREPLACE;
+  if (dir->kind == Kind::kIncomingDir && !Incoming::IsStaging(newname)) {
+    // Publishes: on the publish queue, which replies with the verdict.
+    Caller who = CallerOf(req);
+    std::string from = name, to = newname;
+    Fuse::Claim(req);
+    publish_->Submit([this, req, who, parent, dir, from, to, noreplace] {
+      ReplyStatus(req, Guarded([&] { return ns_->Rename(who, parent, *dir, from, to, noreplace); }), "rename");
+    });
+    return;
+  }
+  ReplyStatus(req, ns_->Rename(CallerOf(req), parent, *dir, name, newname, noreplace), "rename");
 }
 
 // ---- files --------------------------------------------------------------------
@@ -393,7 +458,7 @@ void HookFs::Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_in
 void HookFs::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t,
                     fuse_file_info* fi) {
   NodePtr dir = ns_->Get(parent);
-  if (!dir) return (void)fuse_reply_err(req, ESTALE);
+  if (!dir) return (void)Fuse::Err(req, ESTALE);
   auto created = ns_->CreateSpool(CallerOf(req), parent, *dir, name, fi->flags & O_EXCL);
   if (!created.ok()) return ReplyStatus(req, created.status(), "create");
   auto h = std::make_unique<Handle>();
@@ -405,7 +470,7 @@ void HookFs::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t,
   e.attr = created->entry.attr;
   fi->direct_io = 1;
   fi->fh = reinterpret_cast<uint64_t>(h.get());
-  if (fuse_reply_create(req, &e, fi) == 0) {
+  if (Fuse::Create(req, &e, fi) == 0) {
     h.release();
   } else {
     ns_->Forget(created->entry.ino, 1);
@@ -415,20 +480,20 @@ void HookFs::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t,
 
 void HookFs::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   NodePtr n = ns_->Get(ino);
-  if (!n) return (void)fuse_reply_err(req, ESTALE);
-  if (n->IsDir()) return (void)fuse_reply_err(req, EISDIR);
+  if (!n) return (void)Fuse::Err(req, ESTALE);
+  if (n->IsDir()) return (void)Fuse::Err(req, EISDIR);
   bool wr = IsWriteOpen(fi->flags);
   auto h = std::make_unique<Handle>();
   h->node = n;
   fi->direct_io = 1;
   switch (n->kind) {
     case Kind::kTreeFile: case Kind::kBlob:
-      if (wr) return (void)fuse_reply_err(req, EROFS);
+      if (wr) return (void)Fuse::Err(req, EROFS);
       fi->direct_io = 0;
       fi->keep_cache = 1;
       fi->noflush = 1;
       fi->fh = 0;
-      return (void)fuse_reply_open(req, fi);
+      return (void)Fuse::Open(req, fi);
     case Kind::kSpool: {
       auto spool = ns_->OpenSpool(CallerOf(req), *n, wr, fi->flags & O_TRUNC);
       if (!spool.ok()) return ReplyStatus(req, spool.status(), "open");
@@ -437,7 +502,7 @@ void HookFs::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       break;
     }
     case Kind::kResult: {
-      if (wr) return (void)fuse_reply_err(req, EPERM);
+      if (wr) return (void)Fuse::Err(req, EPERM);
       auto fd = ns_->incoming()->OpenResult(n->name);
       if (!fd.ok()) return ReplyStatus(req, fd.status(), "open");
       h->fd.fd = *fd;
@@ -456,7 +521,7 @@ void HookFs::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       break;
     }
     case Kind::kJournal:
-      if (wr) return (void)fuse_reply_err(req, EPERM);
+      if (wr) return (void)Fuse::Err(req, EPERM);
       fi->noflush = 1;
       break;
     case Kind::kHookJson: case Kind::kReleaseJson: case Kind::kRunJson: case Kind::kHistory: {
@@ -469,10 +534,10 @@ void HookFs::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       break;
     }
     default:
-      return (void)fuse_reply_err(req, EINVAL);
+      return (void)Fuse::Err(req, EINVAL);
   }
   fi->fh = reinterpret_cast<uint64_t>(h.get());
-  if (fuse_reply_open(req, fi) == 0) {
+  if (Fuse::Open(req, fi) == 0) {
     h.release();
   } else if (h->spool && h->writable) {
     ns_->ReleaseSpoolWriter(CallerOf(req), h->spool);
@@ -490,7 +555,7 @@ void HookFs::ReadBlob(fuse_req_t req, const ObjectId& id, size_t size, off_t off
     if (s.Is(Code::kCorruption)) spdlog::error("read blob {}: {} -> EIO", id.Hex(), s.ToString());
     return ReplyStatus(req, s, "read");
   }
-  if (spans.empty()) return (void)fuse_reply_buf(req, nullptr, 0);
+  if (spans.empty()) return (void)Fuse::Buf(req, nullptr, 0);
   std::vector<iovec> iov(spans.size());
   for (size_t i = 0; i < spans.size(); ++i) {
     iov[i].iov_base = const_cast<uint8_t*>(spans[i].data());
@@ -498,14 +563,14 @@ void HookFs::ReadBlob(fuse_req_t req, const ObjectId& id, size_t size, off_t off
   }
   // fuse_reply_iov writes header + spans with one writev: no copy in user
   // space (fuse_reply_data copies as soon as there is more than one buffer).
-  fuse_reply_iov(req, iov.data(), static_cast<int>(iov.size()));
+  Fuse::Iov(req, iov.data(), static_cast<int>(iov.size()));
 }
 
 void HookFs::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-  if (off < 0) return (void)fuse_reply_err(req, EINVAL);
+  if (off < 0) return (void)Fuse::Err(req, EINVAL);
   auto* h = reinterpret_cast<Handle*>(fi->fh);
   NodePtr n = h ? h->node : ns_->Get(ino);
-  if (!n) return (void)fuse_reply_err(req, ESTALE);
+  if (!n) return (void)Fuse::Err(req, ESTALE);
   switch (n->kind) {
     case Kind::kTreeFile: case Kind::kBlob:
       return ReadBlob(req, n->id, size, off);
@@ -517,19 +582,19 @@ void HookFs::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_f
         st = ns_->ReadJournal(&h->journal, size, static_cast<uint64_t>(off), &out);
       }
       if (!st.ok()) return ReplyStatus(req, st, "read journal");
-      return (void)fuse_reply_buf(req, out.data(), out.size());
+      return (void)Fuse::Buf(req, out.data(), out.size());
     }
     case Kind::kSpool: {
       std::vector<char> buf(size);
       auto r = h->spool->Read(buf.data(), size, off);
       if (!r.ok()) return ReplyStatus(req, r.status(), "read");
-      return (void)fuse_reply_buf(req, buf.data(), *r);
+      return (void)Fuse::Buf(req, buf.data(), *r);
     }
     case Kind::kResult: {
       std::vector<char> buf(size);
       ssize_t r = ::pread(h->fd.fd, buf.data(), size, off);
-      if (r < 0) return (void)fuse_reply_err(req, errno);
-      return (void)fuse_reply_buf(req, buf.data(), static_cast<size_t>(r));
+      if (r < 0) return (void)Fuse::Err(req, errno);
+      return (void)Fuse::Buf(req, buf.data(), static_cast<size_t>(r));
     }
     default: {
       std::string out;
@@ -539,7 +604,7 @@ void HookFs::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_f
           out = h->content.substr(static_cast<size_t>(off), size);
         }
       }
-      return (void)fuse_reply_buf(req, out.data(), out.size());
+      return (void)Fuse::Buf(req, out.data(), out.size());
     }
   }
 }
@@ -547,36 +612,46 @@ void HookFs::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_f
 void HookFs::Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
                    fuse_file_info* fi) {
   auto* h = reinterpret_cast<Handle*>(fi->fh);
-  if (!h || !h->writable) return (void)fuse_reply_err(req, EBADF);
-  if (off < 0) return (void)fuse_reply_err(req, EINVAL);
+  if (!h || !h->writable) return (void)Fuse::Err(req, EBADF);
+  if (off < 0) return (void)Fuse::Err(req, EINVAL);
   if (h->node->kind == Kind::kSpool) {
     Status s = ns_->WriteSpool(h->spool, buf, size, static_cast<uint64_t>(off));
     if (!s.ok()) {
       spdlog::warn("write to incoming/{}: {}", h->node->name, s.ToString());
       return ReplyStatus(req, s, "write");
     }
-    return (void)fuse_reply_write(req, size);
+    return (void)Fuse::Write(req, size);
   }
   if (h->node->kind == Kind::kRunResult) {
     uint64_t end = static_cast<uint64_t>(off) + size;
-    if (end > kMaxRunResult) return (void)fuse_reply_err(req, EFBIG);
+    if (end > kMaxRunResult) return (void)Fuse::Err(req, EFBIG);
     {
       std::lock_guard<std::mutex> lock(h->mu);
       if (h->content.size() < end) h->content.resize(end);
       std::memcpy(h->content.data() + off, buf, size);
       h->dirty = true;
     }
-    return (void)fuse_reply_write(req, size);
+    return (void)Fuse::Write(req, size);
   }
-  fuse_reply_err(req, EBADF);
+  Fuse::Err(req, EBADF);
 }
 
 void HookFs::Flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   auto* h = reinterpret_cast<Handle*>(fi->fh);
-  if (!h || !h->writable) return (void)fuse_reply_err(req, 0);
+  if (!h || !h->writable) return (void)Fuse::Err(req, 0);
   if (h->node->kind == Kind::kSpool) {
-    // The verdict: what close() returns (EBADMSG, ENOSPC, EIO).
-    return ReplyStatus(req, ns_->FlushSpool(CallerOf(req), h->spool), "publish");
+    // The verdict: what close() returns (EBADMSG, ENOSPC, EIO). An apply runs
+    // on the publish queue, which replies; this worker goes back to reads.
+    if (!ns_->FlushWouldApply(h->spool)) {
+      return ReplyStatus(req, ns_->FlushSpool(CallerOf(req), h->spool), "publish");
+    }
+    std::shared_ptr<Spool> spool = h->spool;
+    Caller who = CallerOf(req);
+    Fuse::Claim(req);  // handed off: the job replies
+    publish_->Submit([this, req, who, spool] {
+      ReplyStatus(req, Guarded([&] { return ns_->FlushSpool(who, spool); }), "publish");
+    });
+    return;
   }
   if (h->node->kind == Kind::kRunResult) {
     std::string text;
@@ -587,26 +662,26 @@ void HookFs::Flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
       h->dirty = false;
       text = h->content;
     }
-    if (!dirty) return (void)fuse_reply_err(req, 0);
+    if (!dirty) return (void)Fuse::Err(req, 0);
     return ReplyStatus(req, ns_->FinishRun(CallerOf(req), *h->node, text), "finish run");
   }
-  fuse_reply_err(req, 0);
+  Fuse::Err(req, 0);
 }
 
 void HookFs::Release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   std::unique_ptr<Handle> h(reinterpret_cast<Handle*>(fi->fh));
   if (h && h->spool && h->writable) ns_->ReleaseSpoolWriter(CallerOf(req), h->spool);
-  fuse_reply_err(req, 0);
+  Fuse::Err(req, 0);
 }
 
-void HookFs::Fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(req, 0); }
+void HookFs::Fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { Fuse::Err(req, 0); }
 
 // ---- directories ---------------------------------------------------------------
 
 void HookFs::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   NodePtr n = ns_->Get(ino);
-  if (!n) return (void)fuse_reply_err(req, ESTALE);
-  if (!n->IsDir()) return (void)fuse_reply_err(req, ENOTDIR);
+  if (!n) return (void)Fuse::Err(req, ESTALE);
+  if (!n->IsDir()) return (void)Fuse::Err(req, ENOTDIR);
   auto d = std::make_unique<DirHandle>();
   if (Namespace::Immutable(*n)) {
     // Both flags, or the kernel drops the readdir cache on every opendir.
@@ -614,14 +689,14 @@ void HookFs::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fi->keep_cache = 1;
   }
   fi->fh = reinterpret_cast<uint64_t>(d.get());
-  if (fuse_reply_open(req, fi) == 0) d.release();
+  if (Fuse::Open(req, fi) == 0) d.release();
 }
 
 void HookFs::DirReply(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
                       bool plus) {
   auto* d = reinterpret_cast<DirHandle*>(fi->fh);
   NodePtr n = ns_->Get(ino);
-  if (!n || !d) return (void)fuse_reply_err(req, ESTALE);
+  if (!n || !d) return (void)Fuse::Err(req, ESTALE);
   // The listing is taken at offset 0 and kept for the handle's later pages.
   std::shared_ptr<const std::vector<Node>> entries;
   {
@@ -689,7 +764,7 @@ void HookFs::DirReply(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fu
       used += fuse_add_direntry(req, buf.data() + used, rem, name, &st, next);
     }
   }
-  fuse_reply_buf(req, buf.data(), used);
+  Fuse::Buf(req, buf.data(), used);
 }
 
 void HookFs::ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
@@ -703,62 +778,62 @@ void HookFs::ReadDirPlus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 void HookFs::ReleaseDir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   std::unique_ptr<DirHandle> d(reinterpret_cast<DirHandle*>(fi->fh));
-  fuse_reply_err(req, 0);
+  Fuse::Err(req, 0);
 }
 
-void HookFs::FsyncDir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(req, 0); }
+void HookFs::FsyncDir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { Fuse::Err(req, 0); }
 
 void HookFs::StatFs(fuse_req_t req, fuse_ino_t) {
   struct statvfs sv{};
-  if (::statvfs(store_->dir().c_str(), &sv) != 0) return (void)fuse_reply_err(req, errno);
+  if (::statvfs(store_->dir().c_str(), &sv) != 0) return (void)Fuse::Err(req, errno);
   sv.f_namemax = Limits::kMaxNameBytes;
-  fuse_reply_statfs(req, &sv);
+  Fuse::Statfs(req, &sv);
 }
 
 // ---- extended attributes -----------------------------------------------------------
 
 void HookFs::GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   NodePtr n = ns_->Get(ino);
-  if (!n) return (void)fuse_reply_err(req, ESTALE);
+  if (!n) return (void)Fuse::Err(req, ESTALE);
   // Only the user namespace exists here. EOPNOTSUPP (not ENODATA) for
   // security.* and system.posix_acl_*: `ls -l` then stops asking for every
   // other file of this filesystem (coreutils caches "unsupported" per st_dev),
   // which halves the round trips of `ls -lR`.
-  if (std::strncmp(name, "user.", 5) != 0) return (void)fuse_reply_err(req, EOPNOTSUPP);
+  if (std::strncmp(name, "user.", 5) != 0) return (void)Fuse::Err(req, EOPNOTSUPP);
   for (const auto& [k, v] : ns_->Xattrs(*n)) {
     if (k != name) continue;
-    if (size == 0) return (void)fuse_reply_xattr(req, v.size());
-    if (size < v.size()) return (void)fuse_reply_err(req, ERANGE);
-    return (void)fuse_reply_buf(req, v.data(), v.size());
+    if (size == 0) return (void)Fuse::Xattr(req, v.size());
+    if (size < v.size()) return (void)Fuse::Err(req, ERANGE);
+    return (void)Fuse::Buf(req, v.data(), v.size());
   }
-  fuse_reply_err(req, ENODATA);
+  Fuse::Err(req, ENODATA);
 }
 
 void HookFs::ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   NodePtr n = ns_->Get(ino);
-  if (!n) return (void)fuse_reply_err(req, ESTALE);
+  if (!n) return (void)Fuse::Err(req, ESTALE);
   std::string names;
   for (const auto& [k, v] : ns_->Xattrs(*n)) {
     names += k;
     names.push_back('\0');
   }
-  if (size == 0) return (void)fuse_reply_xattr(req, names.size());
-  if (size < names.size()) return (void)fuse_reply_err(req, ERANGE);
-  fuse_reply_buf(req, names.data(), names.size());
+  if (size == 0) return (void)Fuse::Xattr(req, names.size());
+  if (size < names.size()) return (void)Fuse::Err(req, ERANGE);
+  Fuse::Buf(req, names.data(), names.size());
 }
 
 void HookFs::SetXattr(fuse_req_t req, fuse_ino_t ino, const char*, const char*, size_t, int) {
   NodePtr n = ns_->Get(ino);
-  if (!n) return (void)fuse_reply_err(req, ESTALE);
+  if (!n) return (void)Fuse::Err(req, ESTALE);
   // Packs in flight carry no attributes (cp -a tolerates EOPNOTSUPP).
-  if (n->kind == Kind::kSpool || n->kind == Kind::kIncomingDir) return (void)fuse_reply_err(req, EOPNOTSUPP);
+  if (n->kind == Kind::kSpool || n->kind == Kind::kIncomingDir) return (void)Fuse::Err(req, EOPNOTSUPP);
   ReplyStatus(req, Namespace::ReadOnly(*n), "setxattr");
 }
 
 void HookFs::RemoveXattr(fuse_req_t req, fuse_ino_t ino, const char*) {
   NodePtr n = ns_->Get(ino);
-  if (!n) return (void)fuse_reply_err(req, ESTALE);
-  if (n->kind == Kind::kSpool) return (void)fuse_reply_err(req, EOPNOTSUPP);
+  if (!n) return (void)Fuse::Err(req, ESTALE);
+  if (n->kind == Kind::kSpool) return (void)Fuse::Err(req, EOPNOTSUPP);
   ReplyStatus(req, Namespace::ReadOnly(*n), "removexattr");
 }
 

@@ -27,14 +27,18 @@
 #include "inode_table.h"
 #include "invalidator.h"
 #include "policy.h"
+#include "publish_queue.h"
 
 namespace hookfs::fs {
 
 struct FsOptions {
   Policy policy;
   unsigned max_readahead_kb = 1024;
-  // Called on the worker thread after every publish verdict (main: STATUS=).
+  // Called on the apply worker after every publish verdict (main: STATUS=).
   std::function<void()> after_publish;
+  // Apply workers and queued publishes beyond them (docs/namespace.md).
+  size_t publish_workers = 2;
+  size_t publish_queue = 64;
 };
 
 class HookFs {
@@ -48,6 +52,9 @@ class HookFs {
   void Attach(Store* store, Ledger* ledger, Incoming* incoming);
 
   static const fuse_lowlevel_ops& Ops();
+  // After the loop, before the session goes: runs the queued publishes and
+  // stops the apply workers (their replies need the session).
+  void StopPublishing();
   Invalidator& invalidator() { return invalidator_; }
   Namespace& ns() { return *ns_; }
 
@@ -102,6 +109,7 @@ class HookFs {
   std::unique_ptr<Notifier> notifier_;
   std::unique_ptr<Catalog> catalog_;
   std::unique_ptr<Namespace> ns_;
+  std::unique_ptr<PublishQueue> publish_;
 };
 
 }  // namespace hookfs::fs

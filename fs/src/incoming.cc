@@ -225,6 +225,15 @@ Status Incoming::FlushPublish(const std::shared_ptr<Spool>& spool, const std::st
   return Publish(spool, name, who);
 }
 
+bool Incoming::FlushWouldApply(const std::shared_ptr<Spool>& spool) {
+  {
+    std::lock_guard<std::mutex> lock(spool->mu);
+    if (spool->consumed || !spool->dirty) return false;
+  }
+  std::string name = NameOf(spool);
+  return !name.empty() && !IsStaging(name);
+}
+
 bool Incoming::RejectUnwritten(const std::shared_ptr<Spool>& spool, const std::string& name,
                                const Actor& who) {
   std::lock_guard<std::mutex> lock(spool->mu);

@@ -112,6 +112,8 @@ class Incoming {
   // Applies the spool under `name` if it is dirty and not dot-named. The
   // verdict (OK, Malformed, NoSpace, IOError) is the flush's answer.
   Status FlushPublish(const std::shared_ptr<Spool>& spool, const std::string& name, const Actor& who);
+  // Whether FlushPublish would apply now (dirty, listed, not dot-named).
+  bool FlushWouldApply(const std::shared_ptr<Spool>& spool);
   // The last writer of `spool` (listed as `name`) closed it without writing a
   // byte: it is applied (and so rejected, its result written) at once. True
   // if it was.

@@ -940,6 +940,10 @@ Status Namespace::WriteSpool(const std::shared_ptr<Spool>& spool, const void* da
   return Status::OK();
 }
 
+bool Namespace::FlushWouldApply(const std::shared_ptr<Spool>& spool) {
+  return incoming_->FlushWouldApply(spool);
+}
+
 Status Namespace::FlushSpool(const Caller& who, const std::shared_ptr<Spool>& spool) {
   std::string name = incoming_->NameOf(spool);
   Status s = incoming_->FlushPublish(spool, name, ActorOf(who));

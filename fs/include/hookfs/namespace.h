@@ -326,6 +326,9 @@ class Namespace {
   Status WriteSpool(const std::shared_ptr<Spool>& spool, const void* data, size_t n, uint64_t off);
   // The spool `n` shows, if it is still the same incarnation.
   std::shared_ptr<Spool> SpoolOf(const Node& n) const;
+  // Whether FlushSpool would apply (or refuse a displaced spool): then the
+  // adapter runs it on the publish queue.
+  bool FlushWouldApply(const std::shared_ptr<Spool>& spool);
   // close() of a writer: applies the spool if written since the last flush
   // and listed under a non-dot name. Runs the apply on the calling thread.
   Status FlushSpool(const Caller& who, const std::shared_ptr<Spool>& spool);
