@@ -2,6 +2,8 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 namespace hookfs::fs {
 
@@ -30,6 +32,10 @@ void PublishQueue::Submit(std::function<void()> job) {
 }
 
 void PublishQueue::Run() {
+  // Applies yield the CPU to the FUSE workers: on a busy host a read of
+  // something committed must not wait behind hashing (DESIGN §5.7). Best
+  // effort (per-thread nice on Linux).
+  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     has_job_.wait(lock, [this] { return stop_ || !jobs_.empty(); });
