@@ -248,9 +248,11 @@ void HookFs::Attach(Store* store, Ledger* ledger, Incoming* incoming) {
   no.after_publish = options_.after_publish;
   ns_ = std::make_unique<Namespace>(std::move(no), store, catalog_.get(), incoming, notifier_.get());
   publish_ = std::make_unique<PublishQueue>(options_.publish_workers, options_.publish_queue);
+  spool_writes_ = std::make_unique<PublishQueue>(options_.spool_writers, options_.spool_write_queue);
 }
 
 void HookFs::StopPublishing() {
+  if (spool_writes_) spool_writes_->Stop();
   if (publish_) publish_->Stop();
 }
 
@@ -615,12 +617,23 @@ void HookFs::Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off
   if (!h || !h->writable) return (void)Fuse::Err(req, EBADF);
   if (off < 0) return (void)Fuse::Err(req, EINVAL);
   if (h->node->kind == Kind::kSpool) {
-    Status s = ns_->WriteSpool(h->spool, buf, size, static_cast<uint64_t>(off));
-    if (!s.ok()) {
-      spdlog::warn("write to incoming/{}: {}", h->node->name, s.ToString());
-      return ReplyStatus(req, s, "write");
-    }
-    return (void)Fuse::Write(req, size);
+    // On the spool writers, not here: ten packs copied at once block in the
+    // kernel's dirty-page throttling and would hold every FUSE worker, so
+    // reads would wait (bench/load). The bytes are copied: `buf` is the
+    // worker's request buffer. The job replies.
+    auto data = std::make_shared<std::string>(buf, size);
+    std::shared_ptr<Spool> spool = h->spool;
+    std::string name = h->node->name;
+    Fuse::Claim(req);
+    spool_writes_->Submit([this, req, data, spool, name, off] {
+      Status s = Guarded([&] { return ns_->WriteSpool(spool, data->data(), data->size(), static_cast<uint64_t>(off)); });
+      if (!s.ok()) {
+        spdlog::warn("write to incoming/{}: {}", name, s.ToString());
+        return ReplyStatus(req, s, "write");
+      }
+      Fuse::Write(req, data->size());
+    });
+    return;
   }
   if (h->node->kind == Kind::kRunResult) {
     uint64_t end = static_cast<uint64_t>(off) + size;

@@ -39,6 +39,9 @@ struct FsOptions {
   // Apply workers and queued publishes beyond them (docs/namespace.md).
   size_t publish_workers = 2;
   size_t publish_queue = 64;
+  // Threads that write incoming/ spools, and writes (<= 1 MiB each) queued.
+  size_t spool_writers = 2;
+  size_t spool_write_queue = 16;
 };
 
 class HookFs {
@@ -110,6 +113,7 @@ class HookFs {
   std::unique_ptr<Catalog> catalog_;
   std::unique_ptr<Namespace> ns_;
   std::unique_ptr<PublishQueue> publish_;
+  std::unique_ptr<PublishQueue> spool_writes_;
 };
 
 }  // namespace hookfs::fs
