@@ -198,6 +198,36 @@ TEST_F(MountTest, EmptyFileIsRejectedAtOnce) {
   EXPECT_EQ(listing_becomes("e.pack.result\nt.pack.result\n"), "e.pack.result\nt.pack.result\n");
 }
 
+// Issue 8 (b): a rename onto a staging name replaced a spool still being
+// written; its writer's writes and close then succeeded with nothing applied.
+TEST_F(MountTest, ARenameOntoASpoolBeingWrittenFailsItsWriter) {
+  ASSERT_NO_FATAL_FAILURE(Mount());
+  std::string pack = ReadAll(Pack("two", MakeSource(NewDir("src"), "two")));
+  std::string in = mnt_ + "/incoming/";
+  int a = ::open((in + ".a").c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+  ASSERT_GE(a, 0);
+  ASSERT_EQ(::write(a, pack.data(), 1000), 1000);
+  int b = ::open((in + ".b").c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+  ASSERT_GE(b, 0);
+  ASSERT_EQ(::write(b, pack.data(), pack.size()), static_cast<ssize_t>(pack.size()));
+  ASSERT_EQ(::close(b), 0);
+  ASSERT_EQ(::rename((in + ".b").c_str(), (in + ".a").c_str()), 0);
+  ssize_t w = ::write(a, pack.data() + 1000, pack.size() - 1000);
+  int werr = errno;
+  int c = ::close(a);
+  int cerr = errno;
+  EXPECT_TRUE(w < 0 || c != 0) << "the displaced writer was told nothing";
+  if (w < 0) {
+    EXPECT_EQ(werr, EIO);
+  }
+  if (c != 0) {
+    EXPECT_EQ(cerr, EIO);
+  }
+  // What now has the name is the second writer's pack, whole.
+  ASSERT_EQ(::rename((in + ".a").c_str(), (in + "two.pack").c_str()), 0);
+  EXPECT_EQ(ReadJson(in + "two.pack.result")["releases"][0]["result"], "accepted");
+}
+
 TEST_F(MountTest, DotNameWaitsForRename) {
   ASSERT_NO_FATAL_FAILURE(Mount());
   std::string pack = Pack("staged", MakeSource(NewDir("src"), "staged"));
