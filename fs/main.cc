@@ -288,6 +288,7 @@ int Run(int argc, char** argv) {
   fuse_loop_cfg_set_clone_fd(lc.cfg, 1);
   int rc = fuse_session_loop_mt(session.se, lc.cfg);
   hookfs::fs::Notify("STOPPING=1\nSTATUS=stopping: unmounting " + mountpoint);
+  fs.StopPublishing();
   fs.invalidator().Stop();
   spdlog::info("hookfs: unmounting {} (loop ended with {})", mountpoint, rc);
   // A signal ends the loop with the signal number: that is a clean stop.

@@ -66,9 +66,18 @@ int CmdPack(const std::string& dir, PackOptions o, const std::string& against, s
   int fd = STDOUT_FILENO;
   std::string tmp;
   if (out != "-") {
-    tmp = out + ".tmp";
-    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    // A dot-named temporary beside OUT (as rsync does): in a mount's incoming/
+    // a dot name is staging, so only the rename publishes, and it returns the
+    // verdict. (OUT.tmp would itself be published on close.)
+    size_t slash = out.rfind('/');
+    std::string dir = slash == std::string::npos ? "" : out.substr(0, slash + 1);
+    std::string base = slash == std::string::npos ? out : out.substr(slash + 1);
+    tmp = dir + "." + base + ".XXXXXX";
+    fd = ::mkostemp(tmp.data(), O_CLOEXEC);
     if (fd < 0) return Fail(Status::FromErrno(errno, "create " + tmp));
+    mode_t mask = ::umask(0);
+    ::umask(mask);
+    (void)::fchmod(fd, 0666 & ~mask);  // mkstemp's 0600 would make a private pack
   }
   // A pipe's default 64 KiB makes pack | apply switch context every 64 KiB.
   if (out == "-") ::fcntl(fd, F_SETPIPE_SZ, 1 << 20);

@@ -1,10 +1,11 @@
-// HookFs: the FUSE low-level operations of the hookfs mount.
+// HookFs: the FUSE adapter of the hookfs mount.
 //
 // Every handler lives in the one fuse_lowlevel_ops table returned by Ops();
-// each is a thin layer over Store (reads), Ledger (pointers, runs) and
-// Incoming (publishing). No exception leaves a handler: the trampolines turn
-// one into EIO and a log line. See docs/mount.md for the inode scheme,
-// caching, invalidation, lock order and permission model.
+// each only translates a request into a call of the Namespace
+// (hookfs/namespace.h: resolution, attributes, permission checks, pointers,
+// runs, incoming/) and its answer into a reply; blob reads go straight to the
+// Store. No exception leaves a handler: the trampolines turn one into EIO and
+// a log line, and never reply twice. See docs/namespace.md and docs/mount.md.
 #pragma once
 
 #define FUSE_USE_VERSION 312
@@ -20,20 +21,27 @@
 #include <vector>
 
 #include "hookfs/ledger.h"
+#include "hookfs/namespace.h"
 #include "hookfs/store.h"
-#include "file_times.h"
 #include "incoming.h"
 #include "inode_table.h"
 #include "invalidator.h"
 #include "policy.h"
+#include "publish_queue.h"
 
 namespace hookfs::fs {
 
 struct FsOptions {
   Policy policy;
   unsigned max_readahead_kb = 1024;
-  // Called on the worker thread after every publish verdict (main: STATUS=).
+  // Called on the apply worker after every publish verdict (main: STATUS=).
   std::function<void()> after_publish;
+  // Apply workers and queued publishes beyond them (docs/namespace.md).
+  size_t publish_workers = 2;
+  size_t publish_queue = 64;
+  // Threads that write incoming/ spools, and writes (<= 1 MiB each) queued.
+  size_t spool_writers = 2;
+  size_t spool_write_queue = 16;
 };
 
 class HookFs {
@@ -47,8 +55,11 @@ class HookFs {
   void Attach(Store* store, Ledger* ledger, Incoming* incoming);
 
   static const fuse_lowlevel_ops& Ops();
+  // After the loop, before the session goes: runs the queued publishes and
+  // stops the apply workers (their replies need the session).
+  void StopPublishing();
   Invalidator& invalidator() { return invalidator_; }
-  InodeTable& table() { return table_; }
+  Namespace& ns() { return *ns_; }
 
   // ---- handlers (public for the trampolines; not an API) ----
   void Init(fuse_conn_info* conn);
@@ -89,61 +100,20 @@ class HookFs {
  private:
   struct Handle;
   struct DirHandle;
-  struct PendingKey {
-    std::string hook;
-    bool in_tags;
-    std::string name;
-    auto operator<=>(const PendingKey&) const = default;
-  };
-  struct Pending {
-    std::string target;
-    std::chrono::steady_clock::time_point created;
-  };
 
-  // Resolution.
-  Result<Node> Child(fuse_ino_t dir_ino, const Node& dir, const std::string& name);
-  Result<std::vector<Node>> Children(fuse_ino_t dir_ino, const Node& dir);
-  void AppendPending(fuse_ino_t dir_ino, const Node& dir, bool in_tags, std::vector<Node>* out);
-  Result<std::vector<std::string>> HookNames();
-  Result<Node> TreeChild(fuse_ino_t dir_ino, const Node& dir, const TreeEntry& e, const EntryTimes::Stamp& times);
-  Result<std::string> Content(const Node& n);
-  std::string Target(const Node& n) const;
-  Result<struct stat> Attr(fuse_ino_t ino, const Node& n);
-  double EntryTimeout(const Node& n) const;
-  double AttrTimeout(const Node& n) const;
-  static bool Immutable(const Node& n);
-  static int ReadOnlyErrno(const Node& n);
-
-  // Binds and replies an entry (forgets it again if the reply fails).
-  void ReplyEntry(fuse_req_t req, Node node);
+  void ReplyEntry(fuse_req_t req, Result<Entry> e, const char* op);
   void ReplyStatus(fuse_req_t req, const Status& s, const char* op);
-
-  // Pointers.
-  Status CommitPointer(fuse_req_t req, fuse_ino_t dir_ino, const Node& dir, const std::string& name,
-                       const std::string& target);
-  void InvalidatePointer(fuse_ino_t dir_ino, const std::string& name);
-  std::optional<Pending> TakePending(const PendingKey& k, bool erase);
-  Status AddPending(const PendingKey& k, std::string target);
-  void AfterPublish(const std::string& pack_name);
-
-  // Reads.
   void ReadBlob(fuse_req_t req, const ObjectId& id, size_t size, off_t off);
-  void ReadJournal(fuse_req_t req, Handle* h, size_t size, off_t off);
-  Status FillJournal(Handle* h, size_t size, off_t off, std::string* out);
-  Status FillDir(fuse_req_t req, DirHandle* d, fuse_ino_t ino, const Node& dir, off_t off, bool plus,
-                 std::vector<char>* buf, size_t* used);
   void DirReply(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi, bool plus);
 
   FsOptions options_;
   Store* store_ = nullptr;
-  Ledger* ledger_ = nullptr;
-  Incoming* incoming_ = nullptr;
-  InodeTable table_;
   Invalidator invalidator_;
-  int64_t start_time_;
-
-  std::mutex pending_mu_;
-  std::map<PendingKey, Pending> pending_;
+  std::unique_ptr<Notifier> notifier_;
+  std::unique_ptr<Catalog> catalog_;
+  std::unique_ptr<Namespace> ns_;
+  std::unique_ptr<PublishQueue> publish_;
+  std::unique_ptr<PublishQueue> spool_writes_;
 };
 
 }  // namespace hookfs::fs

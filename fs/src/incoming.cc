@@ -142,13 +142,30 @@ std::string Incoming::NameOf(const std::shared_ptr<Spool>& spool) const {
 Result<std::shared_ptr<Spool>> Incoming::Create(const std::string& name, bool excl, uid_t owner,
                                                 gid_t group) {
   HOOKFS_RETURN_IF_ERROR(ValidatePackName(name));
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = spools_.find(name);
-  if (it != spools_.end() && excl) return Status::Exists("incoming/" + name + " exists");
-  auto spool = Spool::Create(staging_dir_, next_serial_++, owner, group);
-  if (!spool.ok()) return spool.status();
-  spools_[name] = *spool;
+  std::shared_ptr<Spool> displaced;
+  std::shared_ptr<Spool> spool;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = spools_.find(name);
+    if (it != spools_.end() && excl) return Status::Exists("incoming/" + name + " exists");
+    auto created = Spool::Create(staging_dir_, next_serial_++, owner, group);
+    if (!created.ok()) return created.status();
+    spool = *created;
+    if (it != spools_.end()) displaced = it->second;
+    spools_[name] = spool;
+  }
+  if (displaced) Displace(displaced, name);
   return spool;
+}
+
+// A spool whose name another create or rename took: never applied; its
+// writer learns it from its next write or its close.
+void Incoming::Displace(const std::shared_ptr<Spool>& spool, const std::string& name) {
+  std::lock_guard<std::mutex> lock(spool->mu);
+  if (spool->consumed) return;
+  spool->consumed = true;
+  spool->displaced = true;
+  spdlog::warn("incoming/{}: replaced while still being written; the earlier writer gets EIO", name);
 }
 
 Status Incoming::Remove(const std::string& name) {
@@ -169,19 +186,26 @@ Status Incoming::Rename(const std::string& from, const std::string& to, bool nor
                         const Actor& who) {
   HOOKFS_RETURN_IF_ERROR(ValidatePackName(to));
   std::shared_ptr<Spool> spool;
+  std::shared_ptr<Spool> displaced;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = spools_.find(from);
     if (it == spools_.end()) return Status::NotFound("incoming/" + from);
     if (from == to) return Status::OK();
-    if (noreplace && spools_.count(to)) return Status::Exists("incoming/" + to + " exists");
+    auto dst = spools_.find(to);
+    if (noreplace && dst != spools_.end()) return Status::Exists("incoming/" + to + " exists");
     spool = it->second;
+    if (dst != spools_.end()) {
+      displaced = dst->second;
+      spools_.erase(dst);
+    }
     if (IsStaging(to)) {
       spools_.erase(it);
       spools_[to] = spool;
-      return Status::OK();
     }
   }
+  if (displaced) Displace(displaced, to);
+  if (IsStaging(to)) return Status::OK();
   std::lock_guard<std::mutex> lock(spool->mu);
   if (spool->consumed) return Status::NotFound("incoming/" + from);
   spool->dirty = false;
@@ -191,10 +215,32 @@ Status Incoming::Rename(const std::string& from, const std::string& to, bool nor
 Status Incoming::FlushPublish(const std::shared_ptr<Spool>& spool, const std::string& name,
                               const Actor& who) {
   std::lock_guard<std::mutex> lock(spool->mu);
+  if (spool->displaced) {
+    return Status::IOError("another create or rename took this pack's name before it was published; "
+                           "nothing was applied");
+  }
   if (spool->consumed || !spool->dirty) return Status::OK();
   spool->dirty = false;
   if (name.empty() || IsStaging(name)) return Status::OK();
   return Publish(spool, name, who);
+}
+
+bool Incoming::FlushWouldApply(const std::shared_ptr<Spool>& spool) {
+  {
+    std::lock_guard<std::mutex> lock(spool->mu);
+    if (spool->consumed || !spool->dirty) return false;
+  }
+  std::string name = NameOf(spool);
+  return !name.empty() && !IsStaging(name);
+}
+
+bool Incoming::RejectUnwritten(const std::shared_ptr<Spool>& spool, const std::string& name,
+                               const Actor& who) {
+  std::lock_guard<std::mutex> lock(spool->mu);
+  if (spool->consumed || spool->dirty || spool->Size() != 0) return false;
+  spdlog::warn("incoming/{}: closed without a byte written by uid {}: rejected", name, who.uid);
+  (void)Publish(spool, name, who);  // an empty file is no pack: Malformed, result written
+  return true;
 }
 
 // Called with spool->mu held.

@@ -7,6 +7,9 @@
 //   write        -> pwrite into the spool; marks it dirty
 //   flush        -> dirty and not dot-named: apply it (Publish); the verdict
 //                   is flush's answer, so close() returns it
+//   release      -> the last writer of a spool never written to closed it:
+//                   rejected (result written, name gone). Not at flush: a
+//                   shell's `> FILE` closes a dup of the fd before writing.
 //   rename .x -> x  publishes the same way; the rename returns the verdict
 // After a verdict the name disappears and NAME.result appears. Packs are
 // never held in memory.
@@ -48,10 +51,20 @@ class Spool {
   gid_t group() const { return group_; }
   int64_t mtime() const { return mtime_; }
 
-  // Serializes writes with the apply that reads the file.
+  // Open-for-write handles (create, open O_WRONLY/O_RDWR).
+  void AddWriter() { writers_.fetch_add(1); }
+  // Drops one; true when that was the last writer.
+  bool DropWriter() { return writers_.fetch_sub(1) == 1; }
+  int writers() const { return writers_.load(); }
+
+  // Serializes writes with the apply that reads the file. Lock order:
+  // Spool::mu before Incoming::mu_ (an apply runs under it and then unlists
+  // the spool); never the reverse.
   std::mutex mu;
-  bool dirty = false;     // writes since the last flush (guarded by mu)
-  bool consumed = false;  // applied or removed (guarded by mu)
+  bool dirty = false;      // writes since the last flush (guarded by mu)
+  bool consumed = false;   // applied, removed or displaced (guarded by mu)
+  bool displaced = false;  // its name was taken by another create or rename
+                           // before its verdict: its writer gets an error (guarded by mu)
 
  private:
   Spool(std::string path, int fd, uint64_t serial, uid_t owner, gid_t group);
@@ -61,6 +74,7 @@ class Spool {
   uid_t owner_;
   gid_t group_;
   int64_t mtime_;
+  std::atomic<int> writers_{0};
 };
 
 struct IncomingEntry {
@@ -87,15 +101,23 @@ class Incoming {
   static Status ValidatePackName(const std::string& name);
 
   std::shared_ptr<Spool> Find(const std::string& name) const;
-  // A new spool under `name` (replacing one of the same name unless `excl`).
+  // A new spool under `name`. Unless `excl`, it replaces one of the same name,
+  // which is then displaced: its writer's writes and close fail (EIO).
   Result<std::shared_ptr<Spool>> Create(const std::string& name, bool excl, uid_t owner, gid_t group);
   // Removes the spool `name` (rm). NotFound if absent.
   Status Remove(const std::string& name);
-  // Renames a spool. Publishes when `to` is not dot-named: the verdict.
+  // Renames a spool (displacing a spool under `to`). Publishes when `to` is
+  // not dot-named: the verdict.
   Status Rename(const std::string& from, const std::string& to, bool noreplace, const Actor& who);
   // Applies the spool under `name` if it is dirty and not dot-named. The
   // verdict (OK, Malformed, NoSpace, IOError) is the flush's answer.
   Status FlushPublish(const std::shared_ptr<Spool>& spool, const std::string& name, const Actor& who);
+  // Whether FlushPublish would apply now (dirty, listed, not dot-named).
+  bool FlushWouldApply(const std::shared_ptr<Spool>& spool);
+  // The last writer of `spool` (listed as `name`) closed it without writing a
+  // byte: it is applied (and so rejected, its result written) at once. True
+  // if it was.
+  bool RejectUnwritten(const std::shared_ptr<Spool>& spool, const std::string& name, const Actor& who);
   // The name a spool is currently listed under ("" if none).
   std::string NameOf(const std::shared_ptr<Spool>& spool) const;
 
@@ -110,10 +132,12 @@ class Incoming {
  private:
   Status Publish(const std::shared_ptr<Spool>& spool, const std::string& name, const Actor& who);
   Status WriteResult(const std::string& name, const std::string& json, uid_t owner);
+  static void Displace(const std::shared_ptr<Spool>& spool, const std::string& name);
 
   Ledger* ledger_;
   std::string staging_dir_;
   std::string results_dir_;
+  // Guards spools_ only; taken after Spool::mu, never before it.
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Spool>> spools_;
   std::atomic<uint64_t> next_serial_{1};

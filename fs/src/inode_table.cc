@@ -60,25 +60,25 @@ bool Node::IsSymlink() const {
 }
 
 bool Node::SameAs(const Node& o) const {
-  return kind == o.kind && parent == o.parent && name == o.name && hook == o.hook &&
-         aux == o.aux && version == o.version && id == o.id && size == o.size &&
+  return kind == o.kind && parent == o.parent && name == o.name && release == o.release &&
+         tag == o.tag && run == o.run && target == o.target && id == o.id && size == o.size &&
          etype == o.etype && mtime == o.mtime && serial == o.serial && tindex == o.tindex;
 }
 
 InodeTable::InodeTable() {
   auto root = std::make_shared<Node>();
   root->kind = Kind::kRoot;
-  root->parent = FUSE_ROOT_ID;
-  nodes_[FUSE_ROOT_ID] = Slot{std::move(root), 1};
+  root->parent = kRootIno;
+  nodes_[kRootIno] = Slot{std::move(root), 1};
 }
 
-NodePtr InodeTable::Get(fuse_ino_t ino) const {
+NodePtr InodeTable::Get(Ino ino) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = nodes_.find(ino);
   return it == nodes_.end() ? nullptr : it->second.node;
 }
 
-std::pair<fuse_ino_t, NodePtr> InodeTable::Bind(Node node) {
+std::pair<Ino, NodePtr> InodeTable::Bind(Node node) {
   std::lock_guard<std::mutex> lock(mu_);
   auto key = std::make_pair(node.parent, node.name);
   auto nit = names_.find(key);
@@ -89,15 +89,15 @@ std::pair<fuse_ino_t, NodePtr> InodeTable::Bind(Node node) {
       return {it->first, it->second.node};
     }
   }
-  fuse_ino_t ino = next_++;
+  Ino ino = next_++;
   auto ptr = std::make_shared<const Node>(std::move(node));
   nodes_[ino] = Slot{ptr, 1};
   names_[std::move(key)] = ino;
   return {ino, ptr};
 }
 
-void InodeTable::Forget(fuse_ino_t ino, uint64_t n) {
-  if (ino == FUSE_ROOT_ID) return;
+void InodeTable::Forget(Ino ino, uint64_t n) {
+  if (ino == kRootIno) return;
   std::lock_guard<std::mutex> lock(mu_);
   auto it = nodes_.find(ino);
   if (it == nodes_.end()) return;
@@ -111,7 +111,7 @@ void InodeTable::Forget(fuse_ino_t ino, uint64_t n) {
   nodes_.erase(it);
 }
 
-fuse_ino_t InodeTable::Find(fuse_ino_t parent, const std::string& name) const {
+Ino InodeTable::Find(Ino parent, const std::string& name) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto nit = names_.find(std::make_pair(parent, name));
   return nit == names_.end() ? 0 : nit->second;

@@ -14,9 +14,6 @@
 // keeps what it opened.
 #pragma once
 
-#define FUSE_USE_VERSION 312
-#include <fuse_lowlevel.h>
-
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -25,83 +22,26 @@
 #include <unordered_map>
 #include <utility>
 
-#include "hookfs/object_id.h"
-#include "hookfs/tree.h"
+#include "hookfs/namespace.h"
 
 namespace hookfs::fs {
-
-enum class Kind : uint8_t {
-  kRoot,
-  kHooksDir,     // hooks/
-  kHookDir,      // hooks/NAME/
-  kHookJson,     // hooks/NAME/hook.json
-  kLive,         // hooks/NAME/live               (symlink, version = target)
-  kHistory,      // hooks/NAME/history
-  kReleasesDir,  // hooks/NAME/releases/
-  kReleaseRoot,  // hooks/NAME/releases/N/        (tree dir, version = N)
-  kReleaseJson,  // hooks/NAME/releases/N.json
-  kTreeDir,      // a directory inside a release or objects/trees/SHA
-  kTreeFile,     // a file inside a tree (etype file or executable)
-  kTreeSymlink,  // a symlink inside a tree
-  kTagsDir,      // hooks/NAME/tags/
-  kTag,          // hooks/NAME/tags/T             (symlink, version = target)
-  kPending,      // a temporary symlink (ln -sfn) waiting for its rename
-  kRunsDir,      // hooks/NAME/runs/
-  kRunDir,       // hooks/NAME/runs/RUN/
-  kRunJson,      // hooks/NAME/runs/RUN/run.json
-  kRunRelease,   // hooks/NAME/runs/RUN/release   (symlink, version = pinned)
-  kRunResult,    // hooks/NAME/runs/RUN/result
-  kIncomingDir,  // incoming/
-  kSpool,        // incoming/NAME being written
-  kResult,       // incoming/NAME.result
-  kObjectsDir,   // objects/
-  kBlobsDir,     // objects/blobs/
-  kTreesDir,     // objects/trees/
-  kBlob,         // objects/blobs/SHA
-  kObjTree,      // objects/trees/SHA/
-  kJournal,      // journal
-};
-
-const char* KindName(Kind k);
-
-struct Node {
-  Kind kind = Kind::kRoot;
-  fuse_ino_t parent = 0;
-  std::string name;     // the entry name in parent
-  std::string hook;     // hook-scoped nodes
-  std::string aux;      // run name, tag name, symlink target, spool/result name
-  uint32_t version = 0; // release version (tree nodes, release nodes, pointers)
-  ObjectId id;          // tree or blob id
-  uint64_t size = 0;    // file size
-  EntryType etype = EntryType::kDirectory;
-  int64_t mtime = 0;    // Unix seconds shown as mtime/ctime/atime
-  uint64_t tindex = 0;  // release tree nodes: walk index (file_times.h)
-  uint64_t serial = 0;  // distinguishes incarnations (spools, results, runs)
-
-  bool IsDir() const;
-  bool IsSymlink() const;
-  // Whether `other` shows the same thing (then a lookup may reuse this ino).
-  bool SameAs(const Node& other) const;
-};
-
-using NodePtr = std::shared_ptr<const Node>;
 
 class InodeTable {
  public:
   InodeTable();
 
   // The node for `ino`, or nullptr if the kernel already forgot it.
-  NodePtr Get(fuse_ino_t ino) const;
+  NodePtr Get(Ino ino) const;
 
   // Binds `node` under (node.parent, node.name): reuses the existing ino if it
   // shows the same thing, else makes a new one. Adds one lookup.
-  std::pair<fuse_ino_t, NodePtr> Bind(Node node);
+  std::pair<Ino, NodePtr> Bind(Node node);
 
   // Drops `n` lookups; the node goes at zero (the root never).
-  void Forget(fuse_ino_t ino, uint64_t n);
+  void Forget(Ino ino, uint64_t n);
 
   // The ino currently bound under (parent, name), 0 if none.
-  fuse_ino_t Find(fuse_ino_t parent, const std::string& name) const;
+  Ino Find(Ino parent, const std::string& name) const;
 
   size_t size() const;
 
@@ -110,10 +50,11 @@ class InodeTable {
     NodePtr node;
     uint64_t nlookup = 0;
   };
+  // Leaf lock: nothing is acquired while it is held.
   mutable std::mutex mu_;
-  std::unordered_map<fuse_ino_t, Slot> nodes_;
-  std::map<std::pair<fuse_ino_t, std::string>, fuse_ino_t> names_;
-  fuse_ino_t next_ = FUSE_ROOT_ID + 1;
+  std::unordered_map<Ino, Slot> nodes_;
+  std::map<std::pair<Ino, std::string>, Ino> names_;
+  Ino next_ = kRootIno + 1;
 };
 
 }  // namespace hookfs::fs

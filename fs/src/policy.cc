@@ -12,23 +12,18 @@
 
 namespace hookfs::fs {
 
-Status Policy::Check(fuse_req_t req, Right right, std::string_view what) const {
-  const fuse_ctx* ctx = fuse_req_ctx(req);
-  if (ctx->uid == 0 || ctx->uid == owner_uid) return Status::OK();
+Status Policy::Check(const Caller& who, Right right, std::string_view what) const {
+  if (who.uid == 0 || who.uid == owner_uid) return Status::OK();
   std::optional<gid_t> g = right == Right::kPublish ? publish_gid : run_gid;
   if (g) {
-    if (ctx->gid == *g) return Status::OK();
-    std::vector<gid_t> groups(64);
-    int n = fuse_req_getgroups(req, static_cast<int>(groups.size()), groups.data());
-    if (n > static_cast<int>(groups.size())) {
-      groups.resize(n);
-      n = fuse_req_getgroups(req, n, groups.data());
-    }
-    for (int i = 0; i < n && i < static_cast<int>(groups.size()); ++i) {
-      if (groups[i] == *g) return Status::OK();
+    if (who.gid == *g) return Status::OK();
+    if (who.groups) {
+      for (gid_t sg : who.groups()) {
+        if (sg == *g) return Status::OK();
+      }
     }
   }
-  std::string msg = "uid " + std::to_string(ctx->uid) + " may not " + std::string(what) + ": not in " +
+  std::string msg = "uid " + std::to_string(who.uid) + " may not " + std::string(what) + ": not in " +
                     (right == Right::kPublish ? "publish_group" : "run_group");
   spdlog::warn("EACCES: {}", msg);
   return Status::PermissionDenied(std::move(msg));
@@ -58,14 +53,13 @@ Result<gid_t> ResolveGroup(const std::string& name) {
   return out->gr_gid;
 }
 
-Actor ActorOf(fuse_req_t req) {
-  const fuse_ctx* ctx = fuse_req_ctx(req);
+Actor ActorOf(const Caller& who) {
   Actor a;
-  a.uid = ctx->uid;
+  a.uid = who.uid;
   std::vector<char> buf(16384);
   passwd pw{};
   passwd* out = nullptr;
-  if (getpwuid_r(ctx->uid, &pw, buf.data(), buf.size(), &out) == 0 && out != nullptr) {
+  if (getpwuid_r(who.uid, &pw, buf.data(), buf.size(), &out) == 0 && out != nullptr) {
     a.name = out->pw_name;
   }
   return a;

@@ -154,6 +154,80 @@ TEST_F(MountTest, RsyncPublishesThroughDotName) {
   EXPECT_EQ(Sh("readlink " + Q(Hook("synced") + "/live")).out, "releases/1\n");
 }
 
+// Issue 8 (k): hookctl pack -o MNT/incoming/x.pack writes through a
+// dot-named temporary, so the rename publishes and returns the verdict.
+TEST_F(MountTest, HookctlPackStraightIntoIncoming) {
+  ASSERT_NO_FATAL_FAILURE(Mount());
+  std::string src = MakeSource(NewDir("src"), "direct");
+  Cmd c = Sh(std::string(HOOKCTL_BIN) + " pack --hook direct -o " + Q(mnt_ + "/incoming/x.pack") + " " + Q(src));
+  EXPECT_EQ(c.status, 0) << c.err;
+  EXPECT_EQ(Sh("ls -A " + Q(mnt_ + "/incoming")).out, "x.pack.result\n");
+  EXPECT_EQ(ReadJson(mnt_ + "/incoming/x.pack.result")["releases"][0]["result"], "accepted");
+  EXPECT_EQ(Sh("ls " + Q(Hook("direct") + "/releases")).out, "1\n1.json\n");
+  // A bad pack: the rename carries the refusal, hookctl exits non-zero.
+  std::string garbage = NewDir("g") + "/empty-dir";
+  std::filesystem::create_directories(garbage);
+  Cmd bad = Sh(std::string(HOOKCTL_BIN) + " pack --hook 'Bad Name' -o " + Q(mnt_ + "/incoming/y.pack") + " " + Q(src));
+  EXPECT_NE(bad.status, 0);
+  EXPECT_EQ(Sh("ls -A " + Q(mnt_ + "/incoming")).out, "x.pack.result\n") << "no temporary left behind";
+}
+
+// Issue 8 (h): an empty file copied into incoming/ is rejected at once: its
+// result is written and the name is gone (it used to stay forever).
+TEST_F(MountTest, EmptyFileIsRejectedAtOnce) {
+  ASSERT_NO_FATAL_FAILURE(Mount());
+  std::string empty = NewDir("e") + "/empty.pack";
+  WriteAll(empty, "");
+  // The last close (RELEASE) rejects it; the kernel sends RELEASE after
+  // close() has returned, so wait a little for it.
+  auto listing_becomes = [&](const std::string& want) {
+    std::string got;
+    for (int i = 0; i < 100; ++i) {
+      got = Sh("ls -A " + Q(mnt_ + "/incoming")).out;
+      if (got == want) break;
+      ::usleep(20000);
+    }
+    return got;
+  };
+  Cmd cp = Sh("cp " + Q(empty) + " " + Q(mnt_ + "/incoming/e.pack"));
+  EXPECT_TRUE(cp.ok()) << cp.err;
+  EXPECT_EQ(listing_becomes("e.pack.result\n"), "e.pack.result\n");
+  auto r = ReadJson(mnt_ + "/incoming/e.pack.result");
+  EXPECT_NE(r.dump().find("truncated"), std::string::npos) << r.dump(2);
+  EXPECT_TRUE(Sh("touch " + Q(mnt_ + "/incoming/t.pack")).ok());
+  EXPECT_EQ(listing_becomes("e.pack.result\nt.pack.result\n"), "e.pack.result\nt.pack.result\n");
+}
+
+// Issue 8 (b): a rename onto a staging name replaced a spool still being
+// written; its writer's writes and close then succeeded with nothing applied.
+TEST_F(MountTest, ARenameOntoASpoolBeingWrittenFailsItsWriter) {
+  ASSERT_NO_FATAL_FAILURE(Mount());
+  std::string pack = ReadAll(Pack("two", MakeSource(NewDir("src"), "two")));
+  std::string in = mnt_ + "/incoming/";
+  int a = ::open((in + ".a").c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+  ASSERT_GE(a, 0);
+  ASSERT_EQ(::write(a, pack.data(), 1000), 1000);
+  int b = ::open((in + ".b").c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+  ASSERT_GE(b, 0);
+  ASSERT_EQ(::write(b, pack.data(), pack.size()), static_cast<ssize_t>(pack.size()));
+  ASSERT_EQ(::close(b), 0);
+  ASSERT_EQ(::rename((in + ".b").c_str(), (in + ".a").c_str()), 0);
+  ssize_t w = ::write(a, pack.data() + 1000, pack.size() - 1000);
+  int werr = errno;
+  int c = ::close(a);
+  int cerr = errno;
+  EXPECT_TRUE(w < 0 || c != 0) << "the displaced writer was told nothing";
+  if (w < 0) {
+    EXPECT_EQ(werr, EIO);
+  }
+  if (c != 0) {
+    EXPECT_EQ(cerr, EIO);
+  }
+  // What now has the name is the second writer's pack, whole.
+  ASSERT_EQ(::rename((in + ".a").c_str(), (in + "two.pack").c_str()), 0);
+  EXPECT_EQ(ReadJson(in + "two.pack.result")["releases"][0]["result"], "accepted");
+}
+
 TEST_F(MountTest, DotNameWaitsForRename) {
   ASSERT_NO_FATAL_FAILURE(Mount());
   std::string pack = Pack("staged", MakeSource(NewDir("src"), "staged"));

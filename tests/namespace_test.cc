@@ -1,0 +1,514 @@
+// The namespace layer without FUSE (hookfs/namespace.h): resolution, listings,
+// attributes, the tree cache, identities, the daemon's own permission checks
+// and the incoming/ protocol, driven with Caller values instead of a mount.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <thread>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "hookfs/apply.h"
+#include "hookfs/ledger.h"
+#include "hookfs/namespace.h"
+#include "incoming.h"
+#include "inode_table.h"
+#include "publish_queue.h"
+#include "reply_once.h"
+#include "test_util.h"
+
+namespace hookfs::fs {
+namespace {
+
+using test::Big;
+using test::Dir;
+using test::File;
+using test::Link;
+using test::PackSpec;
+using test::TempDir;
+
+constexpr uid_t kOwner = 1000;
+constexpr gid_t kPublishGroup = 500;
+constexpr gid_t kRunGroup = 501;
+
+class RecordingNotifier : public Notifier {
+ public:
+  void EntryChanged(Ino dir, const std::string& name) override {
+    std::lock_guard<std::mutex> l(mu);
+    entries.insert({dir, name});
+  }
+  void InodeChanged(Ino ino) override {
+    std::lock_guard<std::mutex> l(mu);
+    inodes.insert(ino);
+  }
+  std::mutex mu;
+  std::set<std::pair<Ino, std::string>> entries;
+  std::set<Ino> inodes;
+};
+
+Caller Owner() { return Caller{kOwner, kOwner, 1, nullptr}; }
+// In the publish group through a supplementary group only.
+Caller Publisher() {
+  return Caller{2000, 2000, 2, [] { return std::vector<gid_t>{42, kPublishGroup}; }};
+}
+Caller Runner() { return Caller{2001, kRunGroup, 3, nullptr}; }
+Caller Outsider() { return Caller{3000, 3000, 4, [] { return std::vector<gid_t>{42}; }}; }
+
+class NamespaceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_ = test::OpenStore(dir_ / "store");
+    ASSERT_NE(store_, nullptr);
+    ledger_ = std::make_unique<Ledger>(store_.get());
+    incoming_ = std::make_unique<Incoming>(ledger_.get(), store_->staging_dir(), store_->dir() + "/results");
+    ASSERT_TRUE(incoming_->Init().ok());
+    catalog_ = std::make_unique<LedgerCatalog>(ledger_.get());
+    Make();
+  }
+
+  void Make(size_t tree_budget = 64u << 20) {
+    NamespaceOptions o;
+    o.policy.owner_uid = kOwner;
+    o.policy.owner_gid = kOwner;
+    o.policy.publish_gid = kPublishGroup;
+    o.policy.run_gid = kRunGroup;
+    o.tree_cache_bytes = tree_budget;
+    ns_.reset();
+    ns_ = std::make_unique<Namespace>(o, store_.get(), catalog_.get(), incoming_.get(), &notes_);
+  }
+
+  PackSpec AppSpec(char seed, bool no_advance = false) {
+    PackSpec spec;
+    spec.hooks.push_back({"app", ""});
+    std::string big = Big(300000, seed);
+    std::string conf = std::string("conf ") + seed;
+    spec.Blob(big);
+    spec.Blob(conf);
+    ObjectId etc = spec.AddTree({File("app.conf", conf)});
+    root_ = spec.AddTree({File("bin", big, true), Dir("etc", etc), Link("run", "bin")});
+    etc_ = etc;
+    spec.Release("app", root_, no_advance);
+    return spec;
+  }
+
+  void Apply(const PackSpec& spec) {
+    std::string path = dir_ / ("p" + std::to_string(++n_) + ".pack");
+    test::WriteFile(path, spec.Bytes());
+    ApplyReport r = ApplyPackFile(ledger_.get(), path, {});
+    ASSERT_TRUE(r.Verdict().ok()) << r.Verdict().ToString();
+  }
+
+  // Looks up a path from the root, one lookup reference per component.
+  Result<Entry> Walk(const std::string& path) {
+    Entry e;
+    e.ino = kRootIno;
+    e.node = ns_->Get(kRootIno);
+    size_t pos = 0;
+    while (pos < path.size()) {
+      size_t slash = path.find('/', pos);
+      if (slash == std::string::npos) slash = path.size();
+      HOOKFS_ASSIGN_OR_RETURN(e, ns_->Lookup(e.ino, path.substr(pos, slash - pos)));
+      pos = slash + 1;
+    }
+    return e;
+  }
+
+  std::vector<std::string> Names(const std::string& path) {
+    auto e = Walk(path);
+    EXPECT_TRUE(e.ok()) << e.status().ToString();
+    if (!e.ok()) return {};
+    auto c = ns_->Children(e->ino, *e->node);
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    std::vector<std::string> out;
+    if (c.ok()) {
+      for (const Node& n : *c) out.push_back(n.name);
+    }
+    return out;
+  }
+
+  std::string ResultOf(const std::string& name) {
+    return test::ReadFile(store_->dir() + "/results/" + name + ".result");
+  }
+  bool HasResult(const std::string& name) {
+    return std::filesystem::exists(store_->dir() + "/results/" + name + ".result");
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Ledger> ledger_;
+  std::unique_ptr<Incoming> incoming_;
+  std::unique_ptr<LedgerCatalog> catalog_;
+  RecordingNotifier notes_;
+  std::unique_ptr<Namespace> ns_;
+  ObjectId root_, etc_;
+  int n_ = 0;
+};
+
+TEST(IdentityTest, NamesAreValidatedAtConstruction) {
+  EXPECT_TRUE(HookName::Make("app").ok());
+  EXPECT_FALSE(HookName::Make("App").ok());
+  EXPECT_FALSE(HookName::Make("a/b").ok());
+  EXPECT_FALSE(HookName::Make("").ok());
+  EXPECT_TRUE(RunName::Make("Run-1.x").ok());
+  EXPECT_FALSE(RunName::Make("..").ok() && RunName::Make("a/b").ok());
+  EXPECT_FALSE(TagName::Make("a/b").ok());
+  HookName app = *HookName::Make("app");
+  auto r = ReleaseRef::FromTarget(app, "../releases/12", "../");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->version, 12u);
+  EXPECT_EQ(r->Target("../../"), "../../releases/12");
+  EXPECT_FALSE(ReleaseRef::FromTarget(app, "releases/012", "").ok());
+  EXPECT_FALSE(ReleaseRef::FromTarget(app, "releases/0", "").ok());
+  EXPECT_FALSE(ReleaseRef::FromTarget(app, "../releases/1", "").ok());
+  EXPECT_FALSE(ReleaseRef::FromTarget(app, "releases/4294967296", "").ok());
+}
+
+TEST_F(NamespaceTest, ResolvesListsAndDescribesAReleaseWithoutFuse) {
+  Apply(AppSpec('a'));
+  EXPECT_EQ(Names(""), (std::vector<std::string>{"hooks", "incoming", "objects", "journal"}));
+  EXPECT_EQ(Names("hooks"), (std::vector<std::string>{"app"}));
+  EXPECT_EQ(Names("hooks/app/releases/1"), (std::vector<std::string>{"bin", "etc", "run"}));
+  auto live = Walk("hooks/app/live");
+  ASSERT_TRUE(live.ok()) << live.status().ToString();
+  EXPECT_EQ(ns_->Target(*live->node), "releases/1");
+  EXPECT_TRUE(S_ISLNK(live->attr.st_mode));
+  auto bin = Walk("hooks/app/live/../releases/1/bin");
+  EXPECT_FALSE(bin.ok());  // ".." is the kernel's business, not a name here
+  bin = Walk("hooks/app/releases/1/bin");
+  ASSERT_TRUE(bin.ok()) << bin.status().ToString();
+  EXPECT_EQ(bin->attr.st_size, 300000);
+  EXPECT_EQ(bin->attr.st_mode, S_IFREG | 0755);
+  auto x = ns_->Xattrs(*bin->node);
+  ASSERT_EQ(x.size(), 1u);
+  EXPECT_EQ(x[0].first, "user.hookfs.sha256");
+  auto conf = Walk("hooks/app/releases/1/etc/app.conf");
+  ASSERT_TRUE(conf.ok());
+  EXPECT_EQ(conf->attr.st_size, 6);
+  auto run = Walk("hooks/app/releases/1/run");
+  ASSERT_TRUE(run.ok());
+  EXPECT_EQ(ns_->Target(*run->node), "bin");
+  auto missing = Walk("hooks/app/releases/1/nope");
+  EXPECT_TRUE(missing.status().Is(Code::kNotFound));
+  EXPECT_TRUE(Namespace::AbsenceIsForever(*Walk("hooks/app/releases/1")->node));
+  EXPECT_FALSE(Walk("hooks/nope").ok());
+  auto json = Walk("hooks/app/releases/1.json");
+  ASSERT_TRUE(json.ok());
+  auto content = ns_->Content(*json->node);
+  ASSERT_TRUE(content.ok());
+  EXPECT_NE(content->find("\"version\": 1"), std::string::npos) << *content;
+  // Directories where the policy lets groups create entries show that group.
+  auto incoming = Walk("incoming");
+  ASSERT_TRUE(incoming.ok());
+  EXPECT_EQ(incoming->attr.st_gid, kPublishGroup);
+  EXPECT_EQ(incoming->attr.st_mode, S_IFDIR | 0775);
+  EXPECT_EQ(Walk("hooks/app/runs")->attr.st_gid, kRunGroup);
+}
+
+TEST_F(NamespaceTest, DecodedTreesAreCachedByIdWithinTheBudget) {
+  Apply(AppSpec('a'));
+  auto rel = Walk("hooks/app/releases/1");
+  ASSERT_TRUE(rel.ok());
+  EXPECT_EQ(ns_->trees().size(), 0u);
+  ASSERT_TRUE(ns_->Children(rel->ino, *rel->node).ok());
+  EXPECT_EQ(ns_->trees().size(), 1u);
+  auto a = ns_->trees().Get(root_);
+  auto b = ns_->trees().Get(root_);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->get(), b->get()) << "the second get decoded again";
+  EXPECT_EQ((*a)->id, root_);
+  ASSERT_TRUE(Walk("hooks/app/releases/1/etc/app.conf").ok());
+  EXPECT_EQ(ns_->trees().size(), 2u);
+
+  // A budget smaller than one tree: answers, keeps nothing.
+  TreeCache tiny(store_.get(), 16);
+  auto t = tiny.Get(root_);
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ((*t)->tree.entries.size(), 3u);
+  EXPECT_EQ(tiny.size(), 0u);
+  // A budget of about one tree: the older one goes.
+  TreeCache one(store_.get(), (*t)->bytes + 1);
+  ASSERT_TRUE(one.Get(root_).ok());
+  ASSERT_TRUE(one.Get(etc_).ok());
+  EXPECT_LE(one.bytes(), (*t)->bytes + 1);
+  EXPECT_EQ(one.size(), 1u);
+}
+
+// The daemon's own check, where the kernel (default_permissions) would let
+// the write through: the caller has the directory's group only as a
+// supplementary group, or not at all.
+TEST_F(NamespaceTest, GroupsDecideWhoWrites) {
+  Apply(AppSpec('a'));
+  Apply(AppSpec('b', /*no_advance=*/true));
+  auto hook = Walk("hooks/app");
+  auto tags = Walk("hooks/app/tags");
+  auto runs = Walk("hooks/app/runs");
+  auto incoming = Walk("incoming");
+  ASSERT_TRUE(hook.ok() && tags.ok() && runs.ok() && incoming.ok());
+
+  auto denied = [](const Status& s) { return s.Is(Code::kPermissionDenied); };
+  EXPECT_TRUE(denied(ns_->Symlink(Outsider(), "../releases/2", tags->ino, *tags->node, "stable").status()));
+  EXPECT_TRUE(denied(ns_->Symlink(Outsider(), "releases/2", hook->ino, *hook->node, ".tmpL").status()));
+  EXPECT_TRUE(denied(ns_->CreateSpool(Outsider(), incoming->ino, *incoming->node, "x.pack", true).status()));
+  EXPECT_TRUE(denied(ns_->MakeRun(Outsider(), runs->ino, *runs->node, "r1").status()));
+  // Publishing does not grant running, and the reverse.
+  EXPECT_TRUE(denied(ns_->MakeRun(Publisher(), runs->ino, *runs->node, "r1").status()));
+  EXPECT_TRUE(denied(ns_->Symlink(Runner(), "../releases/2", tags->ino, *tags->node, "stable").status()));
+  EXPECT_EQ(catalog_->Tags(*HookName::Make("app"))->size(), 0u);
+
+  auto tag = ns_->Symlink(Publisher(), "../releases/2", tags->ino, *tags->node, "stable");
+  ASSERT_TRUE(tag.ok()) << tag.status().ToString();
+  EXPECT_EQ(ns_->Target(*tag->node), "../releases/2");
+  EXPECT_TRUE(denied(ns_->Unlink(Outsider(), tags->ino, *tags->node, "stable")));
+  auto run = ns_->MakeRun(Runner(), runs->ino, *runs->node, "r1");
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(run->node->release.version, 1u);
+  auto result = Walk("hooks/app/runs/r1/result");
+  ASSERT_TRUE(result.ok());
+  EXPECT_TRUE(denied(ns_->CheckWriteRunResult(Outsider(), *result->node)));
+  EXPECT_TRUE(ns_->CheckWriteRunResult(Runner(), *result->node).ok());
+  auto spool = ns_->CreateSpool(Owner(), incoming->ino, *incoming->node, "y.pack", true);
+  EXPECT_TRUE(spool.ok()) << spool.status().ToString();
+}
+
+// ln -sfn releases/2 live: a pending symlink renamed over live.
+TEST_F(NamespaceTest, LiveMovesByRenameAndTheKernelIsTold) {
+  Apply(AppSpec('a'));
+  Apply(AppSpec('b', /*no_advance=*/true));
+  auto hook = Walk("hooks/app");
+  ASSERT_TRUE(hook.ok());
+  ASSERT_TRUE(Walk("hooks/app/live").ok());
+  auto tmp = ns_->Symlink(Publisher(), "releases/2", hook->ino, *hook->node, "CuXXXX");
+  ASSERT_TRUE(tmp.ok()) << tmp.status().ToString();
+  EXPECT_EQ(Names("hooks/app").back(), "CuXXXX");
+  ASSERT_TRUE(ns_->Rename(Publisher(), hook->ino, *hook->node, "CuXXXX", "live", false).ok());
+  EXPECT_EQ(*catalog_->Live(*HookName::Make("app")), std::optional<uint32_t>(2));
+  EXPECT_TRUE(notes_.entries.count({hook->ino, "live"}));
+  EXPECT_FALSE(Walk("hooks/app/CuXXXX").ok());
+  EXPECT_EQ(ns_->Target(*Walk("hooks/app/live")->node), "releases/2");
+  // Only releases/N: anything else is refused and changes nothing.
+  ASSERT_TRUE(ns_->Symlink(Owner(), "/etc/passwd", hook->ino, *hook->node, "CuYYYY").ok());
+  EXPECT_TRUE(ns_->Rename(Owner(), hook->ino, *hook->node, "CuYYYY", "live", false).Is(Code::kInvalidArgument));
+  EXPECT_EQ(*catalog_->Live(*HookName::Make("app")), std::optional<uint32_t>(2));
+  EXPECT_TRUE(ns_->Rename(Owner(), hook->ino, *hook->node, "hook.json", "x", false).Is(Code::kNotPermitted));
+}
+
+TEST_F(NamespaceTest, AClosedPackIsPublishedAndItsVerdictReturned) {
+  PackSpec spec = AppSpec('a');
+  std::string bytes = spec.Bytes();
+  auto incoming = Walk("incoming");
+  ASSERT_TRUE(incoming.ok());
+  auto c = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, "a.pack", false);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_TRUE(ns_->WriteSpool(c->spool, bytes.data(), bytes.size(), 0).ok());
+  EXPECT_EQ(Names("incoming"), (std::vector<std::string>{"a.pack"}));
+  EXPECT_EQ(c->entry.attr.st_uid, 2000u);
+  Status v = ns_->FlushSpool(Publisher(), c->spool);
+  EXPECT_TRUE(v.ok()) << v.ToString();
+  ns_->ReleaseSpoolWriter(Publisher(), c->spool);
+  EXPECT_EQ(Names("incoming"), (std::vector<std::string>{"a.pack.result"}));
+  EXPECT_NE(ResultOf("a.pack").find("accepted"), std::string::npos) << ResultOf("a.pack");
+  EXPECT_EQ(catalog_->Releases(*HookName::Make("app"))->size(), 1u);
+  EXPECT_TRUE(notes_.entries.count({incoming->ino, "a.pack.result"}));
+
+  // Garbage: the verdict is Malformed, the result says why.
+  auto g = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, "g.pack", false);
+  ASSERT_TRUE(g.ok());
+  ASSERT_TRUE(ns_->WriteSpool(g->spool, "garbage", 7, 0).ok());
+  EXPECT_TRUE(ns_->FlushSpool(Publisher(), g->spool).Is(Code::kMalformed));
+  EXPECT_TRUE(HasResult("g.pack"));
+
+  // rsync: a dot name is staging; the rename publishes and returns the verdict.
+  auto r = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, ".b.pack.XYZ", true);
+  ASSERT_TRUE(r.ok());
+  std::string b2 = AppSpec('c').Bytes();
+  ASSERT_TRUE(ns_->WriteSpool(r->spool, b2.data(), b2.size(), 0).ok());
+  EXPECT_TRUE(ns_->FlushSpool(Publisher(), r->spool).ok());
+  EXPECT_FALSE(HasResult(".b.pack.XYZ"));
+  Status rv = ns_->Rename(Publisher(), incoming->ino, *incoming->node, ".b.pack.XYZ", "b.pack", false);
+  EXPECT_TRUE(rv.ok()) << rv.ToString();
+  EXPECT_TRUE(HasResult("b.pack"));
+  EXPECT_EQ(catalog_->Releases(*HookName::Make("app"))->size(), 2u);
+}
+
+// Issue 8 (b): a create without O_EXCL, or a rename onto a staging name,
+// replaced a spool still being written; the displaced writer's close then
+// returned success with no apply and no result.
+TEST_F(NamespaceTest, TwoWritersOfOneNameEachGetAVerdictOrAnError) {
+  auto incoming = Walk("incoming");
+  ASSERT_TRUE(incoming.ok());
+  std::string a = AppSpec('a').Bytes(), b = AppSpec('b').Bytes();
+  auto first = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, "x.pack", false);
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(ns_->WriteSpool(first->spool, a.data(), a.size() / 2, 0).ok());
+  auto second = ns_->CreateSpool(Owner(), incoming->ino, *incoming->node, "x.pack", false);
+  ASSERT_TRUE(second.ok());
+  ASSERT_TRUE(ns_->WriteSpool(second->spool, b.data(), b.size(), 0).ok());
+  // The first writer goes on and closes after the second one.
+  Status w = ns_->WriteSpool(first->spool, a.data() + a.size() / 2, a.size() - a.size() / 2, a.size() / 2);
+  Status v2 = ns_->FlushSpool(Owner(), second->spool);
+  EXPECT_TRUE(v2.ok()) << v2.ToString();
+  Status v1 = ns_->FlushSpool(Publisher(), first->spool);
+  ns_->ReleaseSpoolWriter(Owner(), second->spool);
+  ns_->ReleaseSpoolWriter(Publisher(), first->spool);
+  size_t releases = catalog_->Releases(*HookName::Make("app"))->size();
+  // Either both packs were applied, or the first writer was told.
+  EXPECT_TRUE(releases == 2 || !w.ok() || !v1.ok())
+      << "the displaced writer's close returned success but its pack was never applied (" << releases
+      << " release(s))";
+
+  // rsync-style staging names: a rename onto .t replaces the spool there.
+  auto t1 = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, ".t", true);
+  auto t2 = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, ".u", true);
+  ASSERT_TRUE(t1.ok() && t2.ok());
+  std::string c = AppSpec('c').Bytes();
+  ASSERT_TRUE(ns_->WriteSpool(t1->spool, c.data(), 100, 0).ok());
+  ASSERT_TRUE(ns_->WriteSpool(t2->spool, c.data(), c.size(), 0).ok());
+  ASSERT_TRUE(ns_->Rename(Publisher(), incoming->ino, *incoming->node, ".u", ".t", false).ok());
+  Status tw = ns_->WriteSpool(t1->spool, c.data() + 100, c.size() - 100, 100);
+  Status tv = ns_->FlushSpool(Publisher(), t1->spool);
+  EXPECT_TRUE(!tw.ok() || !tv.ok()) << "the writer of the replaced .t was never told";
+}
+
+// Issue 8 (h): a file closed for the last time without a byte written is
+// rejected at once (result written, name gone), not left forever.
+TEST_F(NamespaceTest, AnEmptyPackIsRejectedWhenItsLastWriterCloses) {
+  auto incoming = Walk("incoming");
+  ASSERT_TRUE(incoming.ok());
+  auto c = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, "e.pack", false);
+  ASSERT_TRUE(c.ok());
+  auto again = ns_->OpenSpool(Publisher(), *c->entry.node, /*write=*/true, /*trunc=*/false);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(ns_->FlushSpool(Publisher(), c->spool).ok());
+  ns_->ReleaseSpoolWriter(Publisher(), c->spool);
+  EXPECT_EQ(Names("incoming"), (std::vector<std::string>{"e.pack"})) << "a writer still holds it open";
+  EXPECT_TRUE(ns_->FlushSpool(Publisher(), *again).ok());
+  ns_->ReleaseSpoolWriter(Publisher(), *again);
+  EXPECT_EQ(Names("incoming"), (std::vector<std::string>{"e.pack.result"}));
+  EXPECT_NE(ResultOf("e.pack").find("error"), std::string::npos) << ResultOf("e.pack");
+  // A staging name waits for its rename, empty or not.
+  auto d = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, ".d", false);
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE(ns_->FlushSpool(Publisher(), d->spool).ok());
+  ns_->ReleaseSpoolWriter(Publisher(), d->spool);
+  // Two writers: the release of the last one rejects it.
+  auto f = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, "f.pack", false);
+  ASSERT_TRUE(f.ok());
+  auto f2 = ns_->OpenSpool(Publisher(), *f->entry.node, true, false);
+  ASSERT_TRUE(f2.ok());
+  EXPECT_TRUE(ns_->FlushSpool(Publisher(), f->spool).ok());
+  EXPECT_TRUE(ns_->FlushSpool(Publisher(), *f2).ok());
+  ns_->ReleaseSpoolWriter(Publisher(), f->spool);
+  ns_->ReleaseSpoolWriter(Publisher(), *f2);
+  EXPECT_TRUE(HasResult("f.pack"));
+  EXPECT_EQ(Names("incoming"), (std::vector<std::string>{".d", "e.pack.result", "f.pack.result"}));
+}
+
+// Issue 8 (e): a missing object that a release names is damage: EIO (logged),
+// never "no such file", never remembered.
+TEST_F(NamespaceTest, AMissingObjectIsAnErrorNotAnAbsence) {
+  Apply(AppSpec('a'));
+  auto bin = Walk("hooks/app/releases/1/bin");
+  ASSERT_TRUE(bin.ok());
+  ObjectId blob = bin->node->id;
+  {
+    auto txn = store_->BeginWrite();
+    ASSERT_TRUE(txn.ok());
+    ASSERT_TRUE(txn->Del(store_->tables().trees, etc_.AsKey()).ok());
+    ASSERT_TRUE(txn->Del(store_->tables().blobs, blob.AsKey()).ok());
+    ASSERT_TRUE(txn->Commit().ok());
+  }
+  auto conf = Walk("hooks/app/releases/1/etc/app.conf");
+  EXPECT_TRUE(conf.status().Is(Code::kCorruption)) << conf.status().ToString();
+  auto etc = Walk("hooks/app/releases/1/etc");
+  ASSERT_TRUE(etc.ok());
+  EXPECT_TRUE(ns_->Children(etc->ino, *etc->node).status().Is(Code::kCorruption));
+  auto view = store_->Read();
+  ASSERT_TRUE(view.ok());
+  std::vector<std::span<const uint8_t>> spans;
+  Status r = ns_->ReadBlob(*view, blob, 0, 4096, &spans);
+  EXPECT_TRUE(r.Is(Code::kCorruption)) << r.ToString();
+  // Nothing was remembered: once the tree is back, the path resolves.
+  Apply(AppSpec('a'));
+  conf = Walk("hooks/app/releases/1/etc/app.conf");
+  EXPECT_TRUE(conf.ok()) << conf.status().ToString();
+}
+
+// Issue 8 (j): the trampolines' catch-all replied EIO even when the handler
+// had already replied and then threw. This is the trampoline's shape
+// (hookfs_fs.cc Tramp::Fn) over the guard every adapter reply goes through.
+TEST(ReplyOnceTest, TheCatchAllRepliesOnlyWhenTheHandlerHadNot) {
+  int req = 0, other = 0;
+  std::vector<std::string> sent;
+  auto reply = [&](const void* r, const char* what) {
+    if (ReplyScope::Claim(r)) sent.push_back(what);
+  };
+  auto trampoline = [&](const std::function<void()>& handler) {
+    ReplyScope scope(&req);
+    try {
+      handler();
+    } catch (...) {
+      reply(&req, "EIO");
+    }
+  };
+  trampoline([&] {
+    reply(&req, "entry");
+    throw std::runtime_error("thrown after the reply");
+  });
+  EXPECT_EQ(sent, (std::vector<std::string>{"entry"}));
+  trampoline([&] { throw std::runtime_error("thrown before any reply"); });
+  EXPECT_EQ(sent, (std::vector<std::string>{"entry", "EIO"}));
+  // A handler that hands its request to another thread claims it; the job
+  // there answers it once.
+  trampoline([&] {
+    ReplyScope::Claim(&req);
+    std::thread([&] { reply(&req, "verdict"); }).join();
+    throw std::runtime_error("thrown after the hand-off");
+  });
+  EXPECT_EQ(sent, (std::vector<std::string>{"entry", "EIO", "verdict"}));
+  // Another request's reply from inside a handler is not this one's.
+  trampoline([&] {
+    reply(&other, "other");
+    reply(&req, "mine");
+  });
+  EXPECT_EQ(sent.back(), "mine");
+}
+
+TEST(PublishQueueTest, JobsRunOffTheCallerBoundedAndDrainedOnStop) {
+  PublishQueue q(2, 2);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool go = false;
+  std::atomic<int> done{0};
+  std::set<std::thread::id> threads;
+  for (int i = 0; i < 2; ++i) {
+    q.Submit([&] {
+      {
+        std::unique_lock<std::mutex> l(mu);
+        threads.insert(std::this_thread::get_id());
+        cv.wait(l, [&] { return go; });
+      }
+      ++done;
+    });
+  }
+  // Both workers are busy; two more wait in the queue; Submit did not block.
+  q.Submit([&] { ++done; });
+  q.Submit([&] { ++done; });
+  EXPECT_EQ(done.load(), 0);
+  {
+    std::lock_guard<std::mutex> l(mu);
+    go = true;
+  }
+  cv.notify_all();
+  q.Stop();
+  EXPECT_EQ(done.load(), 4);
+  EXPECT_FALSE(threads.count(std::this_thread::get_id()));
+  q.Submit([&] { ++done; });  // after Stop: runs on the caller
+  EXPECT_EQ(done.load(), 5);
+}
+
+}  // namespace
+}  // namespace hookfs::fs
