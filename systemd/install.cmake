@@ -6,6 +6,13 @@ else()
   set(sysconf "${CMAKE_INSTALL_PREFIX}/etc")
 endif()
 set(bindir "${CMAKE_INSTALL_PREFIX}/${HOOKFS_BINDIR}")
+# The service directories are relative to the prefix, or absolute (the
+# Debian 12 package puts units in /lib/systemd/system: debian/rules).
+foreach(d HOOKFS_SYSTEMD_UNITDIR HOOKFS_SYSUSERSDIR HOOKFS_TMPFILESDIR)
+  if(NOT IS_ABSOLUTE "${${d}}")
+    set(${d} "${CMAKE_INSTALL_PREFIX}/${${d}}")
+  endif()
+endforeach()
 file(MAKE_DIRECTORY "${HOOKFS_SERVICE_STAGE}")
 foreach(unit hookfs.service hookfs@.service)
   file(READ "${HOOKFS_SERVICE_SRC}/${unit}" text)
@@ -14,11 +21,11 @@ foreach(unit hookfs.service hookfs@.service)
   file(WRITE "${HOOKFS_SERVICE_STAGE}/${unit}" "${text}")
 endforeach()
 file(INSTALL "${HOOKFS_SERVICE_STAGE}/hookfs.service" "${HOOKFS_SERVICE_STAGE}/hookfs@.service"
-     DESTINATION "${CMAKE_INSTALL_PREFIX}/${HOOKFS_SYSTEMD_UNITDIR}" FILE_PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
+     DESTINATION "${HOOKFS_SYSTEMD_UNITDIR}" FILE_PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
 file(INSTALL "${HOOKFS_SERVICE_SRC}/sysusers.d/hookfs.conf"
-     DESTINATION "${CMAKE_INSTALL_PREFIX}/${HOOKFS_SYSUSERSDIR}" FILE_PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
+     DESTINATION "${HOOKFS_SYSUSERSDIR}" FILE_PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
 file(INSTALL "${HOOKFS_SERVICE_SRC}/tmpfiles.d/hookfs.conf"
-     DESTINATION "${CMAKE_INSTALL_PREFIX}/${HOOKFS_TMPFILESDIR}" FILE_PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
+     DESTINATION "${HOOKFS_TMPFILESDIR}" FILE_PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
 # A conffile (Debian installs it in place): never overwrite an edited one
 # on a plain `cmake --install`; a DESTDIR (package) build always gets it.
 if(NOT "$ENV{DESTDIR}" STREQUAL "" OR NOT EXISTS "${sysconf}/hookfs/hookfs.conf")
