@@ -10,6 +10,7 @@ pkgs=(
   attr rsync bc passwd util-linux                # tools the mount tests drive
   systemd man-db                                 # tests/service: systemd-analyze verify, sysusers, tmpfiles, man
   python3 python3-xxhash                         # tests/spec: the independent pack writer
+  build-essential debhelper lintian              # tests/package: dpkg-buildpackage, lintian
   clang libclang-rt-14-dev                       # tests/fuzz: libFuzzer, ASan, UBSan
 )
 missing=()
