@@ -18,6 +18,7 @@ Needs root and /dev/fuse (exit 77: skipped without /dev/fuse). A package a
 previous run left installed is purged first. Whatever happens, no daemon and
 no mount of this test outlive it.
 """
+import ctypes
 import glob
 import os
 import grp
@@ -156,8 +157,14 @@ class Daemon:
             env[k] = v
         log("$ " + " ".join(shlex.quote(a) for a in argv) + f"   (umask {umask:04o}, NOTIFY_SOCKET={self.sock_path})")
         logf = open(self.log_path, "ab")
+        def child():
+            os.umask(umask)
+            # If this test is killed (a ctest timeout), the daemon gets SIGTERM and unmounts.
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
         self.proc = subprocess.Popen(argv, env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                     preexec_fn=lambda: os.umask(umask))
+                                     preexec_fn=child)
         logf.close()
 
     def wait_note(self, word, seconds):
@@ -208,6 +215,8 @@ def preflight():
 
 
 def main():
+    # SIGTERM (ctest, a CI runner) unwinds like an exception, so the cleanup runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     if not os.path.exists("/dev/fuse"):
