@@ -1,7 +1,9 @@
 // EtcdClient on gRPC C++ with the v3 protos Debian ships (docs/dependencies.md).
 #include "hookfs/etcd.h"
 
+#include <grpc/support/log.h>
 #include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -250,10 +252,23 @@ class KeeperImpl final : public LeaseKeeper {
 class ClientImpl final : public EtcdClient {
  public:
   ClientImpl(std::vector<std::unique_ptr<Endpoint>> eps, milliseconds timeout)
-      : eps_(std::move(eps)), timeout_(timeout) {}
+      : eps_(std::move(eps)), timeout_(timeout),
+        attempt_(std::max<milliseconds>(milliseconds(300), timeout / 3)) {}
 
   // Runs fn on the endpoints in turn (from the last good one) until one
   // answers or the deadline passes; moves on only when one is UNAVAILABLE.
+  // Waits until ep's channel is connected, for at most a share of the time
+  // left, so that a dead member leaves time for the others. Waiting on the
+  // channel also drives its reconnect: a sync-API channel that failed once is
+  // otherwise only polled by gRPC's 5 s backup poller, and with no RPC
+  // waiting on it, a member that came back stayed unreachable.
+  grpc::Status Connect(Endpoint& ep, Clock::time_point deadline) {
+    if (ep.channel->GetState(/*try_to_connect=*/true) == GRPC_CHANNEL_READY) return grpc::Status::OK;
+    auto share = std::max<Clock::duration>(milliseconds(200), timeout_ / (2 * eps_.size()));
+    if (ep.channel->WaitForConnected(std::min(deadline, Clock::now() + share))) return grpc::Status::OK;
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "not connected");
+  }
+
   template <typename Fn>
   Status Call(const std::string& what, Fn&& fn) {
     const auto deadline = Clock::now() + timeout_;
@@ -262,14 +277,22 @@ class ClientImpl final : public EtcdClient {
     std::string last_url;
     for (size_t attempt = 0;; ++attempt) {
       const size_t i = (start + attempt) % eps_.size();
-      grpc::ClientContext ctx;
-      ctx.set_deadline(deadline);
-      grpc::Status s = fn(*eps_[i], ctx);
+      grpc::Status s = Connect(*eps_[i], deadline);
+      if (s.ok()) {
+        // One attempt gets a third of the deadline: a request a member took
+        // while its leader died waits for etcd's own timeout (> 5 s), it is
+        // not re-proposed to the new leader; the next attempt is.
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::min(deadline, Clock::now() + attempt_));
+        s = fn(*eps_[i], ctx);
+      }
       if (s.ok()) {
         current_.store(i);
         return Status::OK();
       }
-      if (s.error_code() != grpc::StatusCode::UNAVAILABLE) return FromGrpc(s, what, eps_[i]->url);
+      if (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
+          s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED)
+        return FromGrpc(s, what, eps_[i]->url);
       last = s;
       last_url = eps_[i]->url;
       auto now = Clock::now();
@@ -455,8 +478,14 @@ class ClientImpl final : public EtcdClient {
     Status last;
     for (size_t attempt = 0;; ++attempt) {
       const size_t i = (start + attempt) % eps_.size();
-      auto w = std::make_unique<WatchImpl>(*eps_[i]);
-      Status s = w->Start(o, deadline);
+      Status s;
+      std::unique_ptr<WatchImpl> w;
+      if (Connect(*eps_[i], deadline).ok()) {
+        w = std::make_unique<WatchImpl>(*eps_[i]);
+        s = w->Start(o, deadline);
+      } else {
+        s = Status::TimedOut(eps_[i]->url + ": not connected");
+      }
       if (s.ok()) {
         current_.store(i);
         return std::unique_ptr<EtcdWatch>(std::move(w));
@@ -474,7 +503,7 @@ class ClientImpl final : public EtcdClient {
 
  private:
   std::vector<std::unique_ptr<Endpoint>> eps_;
-  const milliseconds timeout_;
+  const milliseconds timeout_, attempt_;
   std::atomic<size_t> current_{0};
 };
 
@@ -516,7 +545,20 @@ std::vector<std::string> SplitEndpoints(const std::string& list) {
   return out;
 }
 
+// gRPC's own log lines (a failed TLS handshake says why only there) go to
+// our log instead of raw stderr; its errors are warnings to us, since every
+// failure also comes back as a Status.
+static void GrpcLog(gpr_log_func_args* a) {
+  if (a->severity == GPR_LOG_SEVERITY_ERROR) {
+    spdlog::warn("etcd/grpc: {}", a->message);
+  } else {
+    spdlog::debug("etcd/grpc: {}", a->message);
+  }
+}
+
 Result<std::unique_ptr<EtcdClient>> EtcdClient::Open(const EtcdOptions& o) {
+  static std::once_flag log_once;
+  std::call_once(log_once, [] { gpr_set_log_function(GrpcLog); });
   if (o.endpoints.empty()) return Status::InvalidArgument("etcd: no endpoint");
   if (o.timeout.count() <= 0) return Status::InvalidArgument("etcd: timeout must be > 0");
   std::shared_ptr<grpc::ChannelCredentials> tls;
@@ -550,7 +592,8 @@ Result<std::unique_ptr<EtcdClient>> EtcdClient::Open(const EtcdOptions& o) {
     grpc::ChannelArguments args;
     // Reconnect to a member that comes back within a second, not gRPC's 120 s.
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+    // (MIN_RECONNECT_BACKOFF is also the connect timeout: keep it well above a handshake.)
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 1000);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
     args.SetMaxReceiveMessageSize(256 << 20);  // a full re-read of a big fleet's ledger
     auto ep = std::make_unique<Endpoint>();

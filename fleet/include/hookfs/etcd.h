@@ -6,10 +6,13 @@
 //   is what turns it into Code::kTimedOut (ETIMEDOUT); a call never blocks
 //   longer than its deadline plus a few milliseconds.
 // - Endpoints are tried in order, starting with the last one that answered;
-//   a call moves to the next endpoint only on UNAVAILABLE (connection refused,
-//   member without leader). Such a call may have reached a member before it
-//   failed, so Put and Txn can apply twice: ledger writes guard themselves
-//   with Txn compares (a second application then fails its compare).
+//   an attempt gets a third of the deadline, and a call moves on to the next
+//   endpoint when one is unreachable, UNAVAILABLE or does not answer in its
+//   attempt (a member whose leader died holds a request until etcd's own
+//   timeout instead of re-proposing it). An attempt that timed out may still
+//   apply, so Put and Txn can apply twice, and a call that returns kTimedOut
+//   may have applied: ledger writes guard themselves with Txn compares and
+//   check their outcome after a timeout (docs/fleet.md).
 // - Errors: kTimedOut (deadline, or no endpoint reachable before it),
 //   kInvalidArgument (a revision that was compacted: message says so; bad
 //   request), kPermissionDenied (etcd auth), kIOError (anything else).
