@@ -271,7 +271,6 @@ class S3Impl final : public S3Client {
     std::string sha = "x-amz-content-sha256: " + Sha256Hex(body);
     hs = curl_slist_append(hs, sha.c_str());
     for (const auto& h : headers) hs = curl_slist_append(hs, h.c_str());
-    hs = curl_slist_append(hs, "Expect:");  // no 100-continue round trip
     ReadState rs{body, 0};
     curl_easy_setopt(c, CURLOPT_URL, url.c_str());
     curl_easy_setopt(c, CURLOPT_AWS_SIGV4, sigv4_.c_str());
