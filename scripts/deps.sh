@@ -11,6 +11,11 @@ pkgs=(
   systemd man-db                                 # tests/service: systemd-analyze verify, sysusers, tmpfiles, man
   python3 python3-xxhash                         # tests/spec: the independent pack writer
   clang libclang-rt-14-dev                       # tests/fuzz: libFuzzer, ASan, UBSan
+  # fleet/ (DESIGN §9): etcd v3 over gRPC, protos from Debian's Go packages, S3 over libcurl
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  golang-etcd-server-dev golang-github-gogo-protobuf-dev golang-github-grpc-ecosystem-grpc-gateway-dev
+  libcurl4-openssl-dev
+  etcd-server etcd-client ceph-mon ceph-osd radosgw curl openssl   # tests/fleet: real servers
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -181,7 +181,7 @@ class S3Impl final : public S3Client {
       // SigV4 wants the canonical query: names sorted, values RFC 3986 encoded.
       std::string q;
       if (!token.empty()) q += "continuation-token=" + Escape(token) + "&";
-      q += "list-type=2";
+      q += "list-type=2&max-keys=" + std::to_string(o_.list_page);
       if (!prefix.empty()) q += "&prefix=" + Escape(prefix);
       Response r;
       HOOKFS_RETURN_IF_ERROR(Do("GET", "", q, {}, std::string_view(), &r));

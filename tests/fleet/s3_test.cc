@@ -68,8 +68,9 @@ Status Verify(const std::string& key, const std::string& bytes) {
 }
 
 std::unique_ptr<S3Client> Client(const std::string& access = "", const std::string& secret = "",
-                                 const std::string& url = "") {
+                                 const std::string& url = "", int list_page = 1000) {
   S3Options o;
+  o.list_page = list_page;
   o.url = url.empty() ? g_ceph->bucket_url() : url;
   o.credentials = {access.empty() ? g_ceph->access_key() : access,
                    secret.empty() ? g_ceph->secret_key() : secret};
@@ -133,6 +134,11 @@ TEST(S3Test, ListWithPrefix) {
   auto all = s3->List("");
   ASSERT_TRUE(all.ok());
   EXPECT_GE(all->size(), 4u);
+  // Pages of 2 keys: continuation tokens are signed and followed.
+  auto paged = Client("", "", "", 2)->List("list");
+  ASSERT_TRUE(paged.ok()) << paged.status().ToString();
+  ASSERT_EQ(paged->size(), 4u);
+  EXPECT_EQ((*paged)[3].key, "listx/e");
 }
 
 // radosgw's RADOS objects are capped at 128 MiB: larger objects go as parts.

@@ -48,6 +48,7 @@ struct S3Options {
   std::chrono::milliseconds timeout{120000};  // whole request (128 MiB at ~1 MiB/s)
   // A transfer slower than 64 KiB/s for this long is aborted as timed out.
   std::chrono::seconds stall_timeout{5};
+  int list_page = 1000;  // keys per ListObjectsV2 page (max-keys)
 };
 
 struct S3ObjectInfo {
