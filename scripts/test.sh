@@ -3,7 +3,8 @@
 #  1. the pack fuzzer (clang libFuzzer + ASan + UBSan) for FUZZ_SECONDS (90);
 #  2. the unit tests under AddressSanitizer and UndefinedBehaviorSanitizer;
 #  3. the whole suite on the release build: unit, pack-format spec, mount
-#     (real FUSE mounts driven with real tools) and service tests.
+#     (real FUSE mounts driven with real tools), service and fleet tests
+#     (real etcd cluster and Ceph radosgw, started by the tests).
 # The release suite runs last, so its ctest summary closes the output.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -237,6 +237,25 @@ void EtcdCluster::Kill(int i) {
   pids_[i] = -1;
 }
 
+int EtcdCluster::Leader() const {
+  for (int i = 0; i < n_; ++i) {
+    if (pids_[i] <= 0) continue;
+    std::string out;
+    std::string tls = tls_ ? " --cacert " + files_.ca + " --cert " + files_.client_cert + " --key " +
+                                 files_.client_key
+                           : "";
+    if (Sh("ETCDCTL_API=3 timeout 5 etcdctl --command-timeout=2s --endpoints " + Endpoint(i) + tls +
+               " endpoint status -w json 2>/dev/null",
+           &out) != 0)
+      continue;
+    auto j = nlohmann::json::parse(out, nullptr, false);
+    if (j.is_discarded() || !j.is_array() || j.empty()) continue;
+    const auto& st = j[0]["Status"];
+    if (st["header"]["member_id"] == st["leader"]) return i;
+  }
+  return -1;
+}
+
 std::string EtcdCluster::Restart(int i) {
   if (pids_[i] > 0) return "m" + std::to_string(i) + " is running";
   Launch(i);

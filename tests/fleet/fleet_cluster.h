@@ -49,6 +49,8 @@ class EtcdCluster {
   // Starts member i again on its data dir; waits until it answers (≤ 20 s).
   std::string Restart(int i);
   bool running(int i) const { return pids_[i] > 0; }
+  // The index of the current leader (etcdctl endpoint status), -1 if none.
+  int Leader() const;
 
   std::string Endpoint(int i) const;
   std::vector<std::string> Endpoints() const;

@@ -20,7 +20,8 @@
 //   cert_file/key_file are set, presents that client certificate.
 // - Thread-safe: one client may serve every thread. Watch streams and lease
 //   keepers are objects of their own that end (and join their thread) in
-//   their destructor.
+//   their destructor, which may wait for one call's deadline; neither may
+//   outlive the client that made it.
 #pragma once
 
 #include <chrono>
