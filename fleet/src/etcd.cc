@@ -156,7 +156,7 @@ class WatchImpl final : public EtcdWatch {
       std::lock_guard lk(mu_);
       if (r.created() && !created_) {
         created_ = true;
-        if (r.canceled()) {
+        if (r.canceled() && r.compact_revision() == 0) {
           End(Status::InvalidArgument("etcd watch (" + ep_.url + "): refused: " + r.cancel_reason()));
           break;
         }

@@ -66,6 +66,8 @@ std::string Unquote(std::string s) {
 
 struct Response {
   long http = 0;
+  uint64_t max_body = 0;
+  bool too_big = false;
   std::string body;
   std::string etag;
   uint64_t content_length = 0;
@@ -73,7 +75,12 @@ struct Response {
 };
 
 size_t OnBody(char* p, size_t size, size_t n, void* ud) {
-  static_cast<Response*>(ud)->body.append(p, size * n);
+  auto* r = static_cast<Response*>(ud);
+  if (r->body.size() + size * n > r->max_body) {
+    r->too_big = true;
+    return 0;  // aborts the transfer (CURLE_WRITE_ERROR)
+  }
+  r->body.append(p, size * n);
   return size * n;
 }
 
@@ -265,6 +272,8 @@ class S3Impl final : public S3Client {
             const std::vector<std::string>& headers, std::string_view body, Response* r) {
     CURL* c = Take();
     if (!c) return Status::IOError("s3: curl_easy_init failed");
+    // Error documents are small; object bodies are bounded by max_get_bytes.
+    r->max_body = std::max<uint64_t>(o_.max_get_bytes, 1 << 20);
     std::string url = o_.url + (key.empty() ? "" : "/" + key) + (query.empty() ? "" : "?" + query);
     std::string method_s = method;
     curl_slist* hs = nullptr;
@@ -300,6 +309,9 @@ class S3Impl final : public S3Client {
     if (rc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->http);
     Give(c);
     if (rc == CURLE_OK) return Status::OK();
+    if (r->too_big)
+      return Status::Corruption(Scrub("s3 " + method_s + " " + url + ": the server sent more than " +
+                                      std::to_string(r->max_body) + " bytes"));
     std::string m = Scrub("s3 " + method_s + " " + url + ": " + curl_easy_strerror(rc));
     switch (rc) {
       case CURLE_OPERATION_TIMEDOUT:

@@ -120,6 +120,27 @@ TEST(S3Test, PutGetHeadAndIdempotentPut) {
   EXPECT_TRUE(s3->Delete(key).ok()) << "deleting an absent key is not an error";
 }
 
+// A bucket that sends more than asked for cannot make a host buffer it.
+TEST(S3Test, GetIsBoundedByMaxGetBytes) {
+  auto s3 = Client();
+  ASSERT_TRUE(s3);
+  std::string data = Random(3 << 20, 5);
+  std::string key = "objects/" + Sha256Hex(data);
+  ASSERT_TRUE(s3->PutIfAbsent(key, data).ok());
+  S3Options o;
+  o.url = g_ceph->bucket_url();
+  o.credentials = {g_ceph->access_key(), g_ceph->secret_key()};
+  o.max_get_bytes = 2 << 20;
+  auto small = S3Client::Open(o);
+  ASSERT_TRUE(small.ok());
+  auto g = (*small)->Get(key);
+  EXPECT_TRUE(g.status().Is(Code::kCorruption)) << g.status().ToString();
+  auto r = (*small)->GetRange(key, 0, 1 << 20);  // a range within the bound is fine
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->size(), 1u << 20);
+  EXPECT_TRUE(s3->Get(key).ok());
+}
+
 TEST(S3Test, ListWithPrefix) {
   auto s3 = Client();
   ASSERT_TRUE(s3);

@@ -49,6 +49,9 @@ struct S3Options {
   // A transfer slower than 64 KiB/s for this long is aborted as timed out.
   std::chrono::seconds stall_timeout{5};
   int list_page = 1000;  // keys per ListObjectsV2 page (max-keys)
+  // The most a Get may return: a bucket is not trusted to bound what it
+  // sends, and our memory is (§4). Larger objects are stored as parts.
+  uint64_t max_get_bytes = 64ull << 20;
 };
 
 struct S3ObjectInfo {
@@ -71,6 +74,7 @@ class S3Client {
   // Stores data under key unless key exists (412: OK, the bytes are the same
   // by construction of content-addressed keys).
   virtual Status PutIfAbsent(const std::string& key, std::string_view data) = 0;
+  // kCorruption when the server sends more than max_get_bytes.
   virtual Result<std::string> Get(const std::string& key) = 0;
   // Bytes [offset, offset+length) (fewer at the end of the object).
   virtual Result<std::string> GetRange(const std::string& key, uint64_t offset, uint64_t length) = 0;
