@@ -145,7 +145,8 @@ class WatchImpl final : public EtcdWatch {
       std::lock_guard lk(mu_);
       if (ended_) return end_status_;
     }
-    if (!stream_->Write(req)) return Status::IOError("etcd watch (" + ep_.url + "): stream broken");
+    if (finished_ || !stream_->Write(req))
+      return Status::IOError("etcd watch (" + ep_.url + "): stream broken");
     return Status::OK();
   }
 
@@ -188,8 +189,15 @@ class WatchImpl final : public EtcdWatch {
       cv_.notify_all();
     }
     // The stream is over (server ended it, connection lost, or our cancel).
+    // Cancel first, so that a Write blocked in RequestProgress returns, then
+    // finish under the writers' lock: Finish must not run beside a Write.
     ctx_.TryCancel();
-    grpc::Status s = stream_->Finish();
+    grpc::Status s;
+    {
+      std::lock_guard wl(write_mu_);
+      s = stream_->Finish();
+      finished_ = true;
+    }
     std::lock_guard lk(mu_);
     if (!ended_) {
       End(closing_ ? Status::IOError("etcd watch closed")
@@ -211,7 +219,8 @@ class WatchImpl final : public EtcdWatch {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<WatchBatch> queue_;
-  bool created_ = false, ended_ = false, closing_ = false, finished_ = false;
+  bool created_ = false, ended_ = false, closing_ = false;  // mu_
+  bool finished_ = false;                                    // write_mu_
   Status end_status_;
 };
 
