@@ -37,6 +37,10 @@ class EtcdTest : public ::testing::Test {
   static void SetUpTestSuite() {
     cluster_ = new EtcdCluster(3);
     std::string e = cluster_->Start();
+    if (!e.empty()) {  // stop and clean up now: do not rely on TearDownTestSuite after a failed SetUp
+      delete cluster_;
+      cluster_ = nullptr;
+    }
     ASSERT_EQ(e, "");
     std::printf("[ fleet    ] 3-member etcd cluster ready in %.0f ms\n", cluster_->start_ms());
   }
@@ -376,6 +380,13 @@ TEST(EtcdFailureTest, NoEndpointReachableTimesOut) {
 TEST(EtcdTlsTest, ClientCertificatesAreRequiredAndWork) {
   std::string d = MakeTempDir("etcd-tls");
   ASSERT_FALSE(d.empty());
+  struct RemoveDir {
+    std::string d;
+    ~RemoveDir() {
+      std::error_code ec;
+      std::filesystem::remove_all(d, ec);
+    }
+  } remove_dir{d};  // also when an ASSERT returns early
   auto gen = [&](const std::string& name, const std::string& subj, const std::string& ext,
                  const std::string& ca) {
     std::string cmd =
@@ -424,8 +435,6 @@ TEST(EtcdTlsTest, ClientCertificatesAreRequiredAndWork) {
     EXPECT_FALSE(open(f.ca, f.client_cert, "").ok()) << "cert without key must be refused";
     EXPECT_FALSE(open(d + "/missing.crt", "", "").ok());
   }
-  std::error_code ec;
-  std::filesystem::remove_all(d, ec);
 }
 
 }  // namespace

@@ -25,6 +25,7 @@ class CephEnv : public ::testing::Environment {
   void SetUp() override {
     g_ceph = new CephCluster();
     std::string e = g_ceph->Start();
+    if (!e.empty()) g_ceph->StopAll();  // no daemon left running whatever gtest does next
     ASSERT_EQ(e, "") << "Ceph did not start";
     std::printf("[ fleet    ] mon + memstore OSD + radosgw + user + bucket ready in %.0f ms\n",
                 g_ceph->start_ms());
