@@ -12,6 +12,11 @@ pkgs=(
   python3 python3-xxhash                         # tests/spec: the independent pack writer
   build-essential debhelper lintian              # tests/package: dpkg-buildpackage, lintian
   clang libclang-rt-14-dev                       # tests/fuzz: libFuzzer, ASan, UBSan
+  # fleet/ (DESIGN §9): etcd v3 over gRPC, protos from Debian's Go packages, S3 over libcurl
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  golang-etcd-server-dev golang-github-gogo-protobuf-dev golang-github-grpc-ecosystem-grpc-gateway-dev
+  libcurl4-openssl-dev
+  etcd-server etcd-client ceph-mon ceph-osd radosgw curl openssl   # tests/fleet: real servers
 )
 missing=()
 for p in "${pkgs[@]}"; do

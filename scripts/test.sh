@@ -3,9 +3,10 @@
 #  1. the pack fuzzer (clang libFuzzer + ASan + UBSan) for FUZZ_SECONDS (90);
 #  2. the unit tests under AddressSanitizer and UndefinedBehaviorSanitizer;
 #  3. the whole suite on the release build: unit, pack-format spec, mount
-#     (real FUSE mounts driven with real tools), service and package tests
-#     (the Debian package built, lintian-checked, installed on this machine,
-#     run as its unit does, purged: docs/packaging.md).
+#     (real FUSE mounts driven with real tools), service, fleet (real etcd
+#     cluster and Ceph radosgw, started by the tests) and package tests (the
+#     Debian package built, lintian-checked, installed on this machine, run as
+#     its unit does, purged: docs/packaging.md).
 # The release suite runs last, so its ctest summary closes the output.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -28,6 +28,7 @@ enum class Code {
   kNotPermitted,     // EPERM: the operation is never allowed on this object
   kUnsupported,      // EPROTO: unknown store or pack format version
   kBusy,             // EBUSY
+  kTimedOut,         // ETIMEDOUT: a remote service (etcd, S3) did not answer within its deadline
 };
 
 class Status {
@@ -48,6 +49,7 @@ class Status {
   static Status NotPermitted(std::string m) { return {Code::kNotPermitted, std::move(m)}; }
   static Status Unsupported(std::string m) { return {Code::kUnsupported, std::move(m)}; }
   static Status Busy(std::string m) { return {Code::kBusy, std::move(m)}; }
+  static Status TimedOut(std::string m) { return {Code::kTimedOut, std::move(m)}; }
   // From an errno value, e.g. after a failed read(2).
   static Status FromErrno(int err, std::string_view context);
 
