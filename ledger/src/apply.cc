@@ -26,6 +26,7 @@
 #include "hookfs/hash.h"
 #include "hookfs/pack.h"
 #include "apply_times.h"
+#include "apply_signatures.h"
 
 namespace hookfs {
 
@@ -142,6 +143,12 @@ class Indexer : public PackVisitor {
   apply_times::Collector times;  // file mtimes, apart from the streaming
 
   Status OnTimes(const TimesRecord& t) override { return times.Add(t); }
+  apply_sig::Collector signatures;  // DESIGN.md §8, judged in phase 2
+
+  Status OnSignature(std::string_view body) override {
+    signatures.Add(body);
+    return Status::OK();
+  }
   Status OnHook(const HookDecl& d) override {
     if (hooks.count(d.name)) return Status::Malformed("hook '" + d.name + "' declared twice");
     if (hooks.size() >= Limits::kMaxReleasesPerPack)
@@ -297,6 +304,7 @@ struct Plan {
   // re-checks they still exist (gc may have removed them meanwhile).
   std::vector<ObjectId> stored_trees, stored_blobs;
   uint64_t files = 0, bytes = 0;
+  std::optional<SignedBy> signed_by;
 };
 
 template <typename T>
@@ -336,6 +344,9 @@ class Applier {
     p->outcome.bad_objects = std::move(bad);
   }
   Status Commit(std::vector<Plan>& plans, ChunkSession* session);
+  // The signature verdict for release `i` with the keys and hook record of
+  // `txn` (phase 2's snapshot, then the commit txn again).
+  Result<apply_sig::Verdict> JudgeSignature(const lmdb::Txn& txn, size_t i, const std::vector<KeyInfo>& keys);
 
   Store* store_;
   const Tables& t_;
@@ -660,6 +671,7 @@ Status Applier::Run(int fd) {
       HOOKFS_ASSIGN_OR_RETURN(*scratch, view.GetTree(id));
       return scratch;
     });
+    HOOKFS_ASSIGN_OR_RETURN(const std::vector<KeyInfo> keys, keys_txn::LoadAll(t_, view.txn()));
     for (size_t i = 0; i < plans.size(); ++i) {
       const ReleaseRecord& r = ix_.releases[i];
       Plan& p = plans[i];
@@ -671,6 +683,11 @@ Status Applier::Run(int fd) {
       const HookDecl& decl = ix_.hooks[r.hook];
       if (existing && !decl.feature.empty() && decl.feature != existing->feature) {
         Reject(&p, "hook '" + r.hook + "' has feature '" + existing->feature + "'; the pack names '" + decl.feature + "'", {});
+        continue;
+      }
+      HOOKFS_ASSIGN_OR_RETURN(apply_sig::Verdict sig, JudgeSignature(view.txn(), i, keys));
+      if (!sig.ok) {
+        Reject(&p, sig.reason, {});
         continue;
       }
       bool root_is_tree = ix_.Find(true, r.root) != Indexer::npos;
@@ -746,6 +763,7 @@ Status Applier::Commit(std::vector<Plan>& plans, ChunkSession* session) {
     HOOKFS_RETURN_IF_ERROR(ledger_txn::AppendJournal(
         t_, txn, {{"event", "hook"}, {"time", FormatTime(now)}, {"hook", name}, {"feature", decl.feature}, {"uid", opts_.actor.uid}}));
   }
+  HOOKFS_ASSIGN_OR_RETURN(const std::vector<KeyInfo> keys, keys_txn::LoadAll(t_, txn));
   // Objects first: blob records (their chunks are durable), then trees.
   std::vector<std::pair<char, ObjectId>> healed;
   for (Plan& p : plans) {
@@ -780,9 +798,16 @@ Status Applier::Commit(std::vector<Plan>& plans, ChunkSession* session) {
       if (!have) Reject(&p, "blob " + id.Hex() + " was removed from the store (gc) while this pack was applied; push it again", {id});
     }
     if (p.outcome.kind == ReleaseOutcome::Kind::kRejected) continue;
+    // A key revoked or added since phase 2 counts: judge again, in this txn.
+    HOOKFS_ASSIGN_OR_RETURN(apply_sig::Verdict sig, JudgeSignature(txn, p.release, keys));
+    if (!sig.ok) {
+      Reject(&p, sig.reason, {});
+      continue;
+    }
     HOOKFS_RETURN_IF_ERROR(WriteObjects(txn, p, &healed));
     // Then the release and its pointer.
     const ReleaseRecord& r = ix_.releases[p.release];
+    HOOKFS_RETURN_IF_ERROR(apply_sig::PinIfCovered(t_, txn, r.hook, keys));
     HOOKFS_ASSIGN_OR_RETURN(uint32_t last, ledger_txn::LastVersion(t_, txn, r.hook));
     ReleaseInfo info;
     info.hook = r.hook;
@@ -795,6 +820,7 @@ Status Applier::Commit(std::vector<Plan>& plans, ChunkSession* session) {
     info.committed_at = now;
     info.files = p.files;
     info.bytes = p.bytes;
+    info.signed_by = sig.signed_by;
     HOOKFS_RETURN_IF_ERROR(ledger_txn::PutRelease(t_, txn, info));
     HOOKFS_RETURN_IF_ERROR(ix_.times.Write(t_, txn, r, info.version));
     p.outcome.version = info.version;
@@ -823,6 +849,16 @@ Status Applier::Commit(std::vector<Plan>& plans, ChunkSession* session) {
                 {"accepted", counts[0]}, {"duplicate", counts[1]}, {"rejected", counts[2]}}));
   HOOKFS_RETURN_IF_ERROR(store_->Inject("final_commit"));
   return txn.Commit().Context("commit pack");
+}
+
+Result<apply_sig::Verdict> Applier::JudgeSignature(const lmdb::Txn& txn, size_t i, const std::vector<KeyInfo>& keys) {
+  const ReleaseRecord& r = ix_.releases[i];
+  HOOKFS_ASSIGN_OR_RETURN(std::optional<HookInfo> hook, ledger_txn::GetHook(t_, txn, r.hook));
+  const bool pinned = keys_txn::Pinned(hook, r.hook, keys, opts_.require_signed);
+  // The times record a signature covers: none yet in this pack format (the
+  // hash of an empty times list; docs/pack-format.md §6b).
+  const ObjectId times = TimesDigest(r.hook, r.root, 0, {});
+  return ix_.signatures.Judge(keys, pinned, r, ix_.hooks[r.hook].feature, times);
 }
 
 // Writes the plan's objects the store lacks or holds damaged (quarantined);

@@ -491,6 +491,12 @@ class Checker {
       }
       if (!hooks_.count(hook)) Problem("release", name, "its hook has no record");
       release_digests_[{hook, version}] = rel->digest;
+      // Retention dropped a pruned release's files on purpose: not damage,
+      // and out of the digest index (its content may be a later version).
+      if (rel->pruned) {
+        pruned_.insert({hook, version});
+        return Status::OK();
+      }
       ReleaseRow row{k, *rel};
       HOOKFS_ASSIGN_OR_RETURN(const TreeMemo* m, VisitTree(rel->digest, 0));
       for (const std::string& b : m->bad) {
@@ -605,6 +611,8 @@ class Checker {
         Problem("pointer", hook + " " + pointer, "unknown pointer name");
       if (!release_digests_.count({hook, to}))
         Problem("pointer", hook + " " + pointer, "points to release " + std::to_string(to) + ", which does not exist");
+      else if (pruned_.count({hook, to}))
+        Problem("pointer", hook + " " + pointer, "points to release " + std::to_string(to) + ", which was pruned");
       return Status::OK();
     });
   }
@@ -858,6 +866,7 @@ class Checker {
   std::set<std::string> hooks_;
   std::vector<std::string> bad_times_;  // times keys repair deletes
   std::map<std::pair<std::string, uint32_t>, ObjectId> release_digests_;
+  std::set<std::pair<std::string, uint32_t>> pruned_;  // retention's, not damage
   std::unordered_map<std::string, uint32_t> first_digest_;
   std::map<std::pair<std::string, std::string>, uint32_t> pointers_;
   std::vector<ReleaseRow> rows_;

@@ -51,6 +51,7 @@ class Collector {
       marked_releases_.insert(std::string(k));
       auto rel = ledger_txn::DecodeReleaseRecord(v);
       if (!rel.ok()) return rel.status().Context("gc: release record");
+      if (rel->pruned) return Status::OK();  // retention dropped it: its closure is garbage
       roots.push_back(rel->digest);
       return Status::OK();
     }));
@@ -164,7 +165,7 @@ class Collector {
         if (!marked_releases_.count(std::string(c.key()))) {
           auto rel = ledger_txn::DecodeReleaseRecord(c.value());
           if (!rel.ok()) return rel.status().Context("gc: release record");
-          fresh.push_back(rel->digest);
+          if (!rel->pruned) fresh.push_back(rel->digest);
         }
         HOOKFS_ASSIGN_OR_RETURN(more, c.Next());
       }

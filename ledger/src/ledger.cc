@@ -33,6 +33,12 @@ int64_t NowMs() {
   return int64_t(tv.tv_sec) * 1000 + tv.tv_usec / 1000;
 }
 
+std::string HostName() {
+  char b[256] = {};
+  if (::gethostname(b, sizeof b - 1) != 0 || !b[0]) return "localhost";
+  return b;
+}
+
 std::string FormatTime(int64_t t) {
   if (t == 0) return "";
   time_t tt = time_t(t);
@@ -51,8 +57,18 @@ json SafeJson(const json& j) { return json::parse(DumpJson(j)); }
 
 json ToJson(const HookInfo& h) {
   return {{"name", h.name}, {"feature", h.feature}, {"created_at", FormatTime(h.created_at)},
-          {"created_by", h.created_by}};
+          {"created_by", h.created_by}, {"pinned", h.pinned}};
 }
+
+namespace {
+json SignedByJson(const std::optional<SignedBy>& s) {
+  return s ? json{{"key", s->key}, {"key_id", s->key_id}} : json(nullptr);
+}
+std::optional<SignedBy> SignedByFrom(const json& j) {
+  if (j.is_null()) return std::nullopt;
+  return SignedBy{j.at("key").get<std::string>(), j.at("key_id").get<std::string>()};
+}
+}  // namespace
 
 json ToJson(const ReleaseInfo& r) {
   return {{"hook", r.hook},
@@ -65,7 +81,9 @@ json ToJson(const ReleaseInfo& r) {
           {"committed_at", FormatTime(r.committed_at)},
           {"files", r.files},
           {"bytes", r.bytes},
-          {"damaged", r.damaged}};
+          {"damaged", r.damaged},
+          {"signed_by", SignedByJson(r.signed_by)},
+          {"pruned", r.pruned}};
 }
 
 json ToJson(const PointerMove& m) {
@@ -80,6 +98,9 @@ json ToJson(const RunInfo& r) {
             {"run", r.run},
             {"version", r.version},
             {"digest", r.digest.Hex()},
+            {"feature", r.feature},
+            {"source_ref", r.source_ref},
+            {"host", r.host},
             {"started_at", FormatTime(r.started_at)},
             {"started_by", r.started_by},
             {"status", r.status}};
@@ -96,19 +117,22 @@ namespace {
 // Stored records: JSON with raw integer times, decoded without exceptions
 // escaping (a record that does not decode is Corruption).
 std::string Encode(const HookInfo& h) {
-  return DumpJson(json{{"name", h.name}, {"feature", h.feature}, {"created_at", h.created_at}, {"created_by", h.created_by}});
+  return DumpJson(json{{"name", h.name}, {"feature", h.feature}, {"created_at", h.created_at}, {"created_by", h.created_by},
+                       {"pinned", h.pinned}});
 }
 std::string Encode(const ReleaseInfo& r) {
   return DumpJson(json{{"hook", r.hook}, {"version", r.version}, {"digest", r.digest.Hex()},
               {"source_ref", r.source_ref}, {"message", r.message}, {"published_by", r.published_by},
               {"created_at", r.created_at}, {"committed_at", r.committed_at}, {"files", r.files},
-              {"bytes", r.bytes}, {"damaged", r.damaged}});
+              {"bytes", r.bytes}, {"damaged", r.damaged}, {"signed_by", SignedByJson(r.signed_by)},
+              {"pruned", r.pruned}});
 }
 std::string Encode(const PointerMove& m) {
   return DumpJson(json{{"seq", m.seq}, {"time", m.time}, {"uid", m.uid}, {"pointer", m.pointer}, {"from", m.from}, {"to", m.to}});
 }
 std::string Encode(const RunInfo& r) {
   return DumpJson(json{{"hook", r.hook}, {"run", r.run}, {"version", r.version}, {"digest", r.digest.Hex()},
+              {"feature", r.feature}, {"source_ref", r.source_ref}, {"host", r.host},
               {"started_at", r.started_at}, {"started_ms", r.started_ms}, {"started_by", r.started_by},
               {"status", r.status}, {"finished_at", r.finished_at}, {"duration_s", r.duration_s},
               {"exit_code", r.exit_code}, {"oom_retries", r.oom_retries}, {"note", r.note}});
@@ -138,6 +162,7 @@ Result<HookInfo> DecodeHook(std::string_view b) {
     h.feature = j.at("feature");
     h.created_at = j.at("created_at");
     h.created_by = j.at("created_by");
+    h.pinned = j.value("pinned", false);
   });
 }
 Result<ReleaseInfo> DecodeRelease(std::string_view b) {
@@ -153,6 +178,8 @@ Result<ReleaseInfo> DecodeRelease(std::string_view b) {
     r.files = j.at("files");
     r.bytes = j.at("bytes");
     r.damaged = j.value("damaged", false);
+    if (auto s = j.find("signed_by"); s != j.end()) r.signed_by = SignedByFrom(*s);
+    r.pruned = j.value("pruned", false);
   });
 }
 Result<PointerMove> DecodeMove(std::string_view b) {
@@ -171,6 +198,9 @@ Result<RunInfo> DecodeRun(std::string_view b) {
     r.run = j.at("run");
     r.version = j.at("version");
     r.digest = HexId(j.at("digest"));
+    r.feature = j.value("feature", "");
+    r.source_ref = j.value("source_ref", "");
+    r.host = j.value("host", "");
     r.started_at = j.at("started_at");
     r.started_ms = j.value("started_ms", int64_t(0));
     r.started_by = j.at("started_by");
@@ -292,6 +322,9 @@ Result<std::optional<uint32_t>> FindDigest(const Tables& t, const Txn& txn, std:
 
 Status PutRelease(const Tables& t, Txn& txn, const ReleaseInfo& r) {
   HOOKFS_RETURN_IF_ERROR(txn.Put(t.releases, ReleaseKey(r.hook, r.version), Encode(r)));
+  // A pruned release is out of the digest index: its content published
+  // again mints a new version (DESIGN.md §7).
+  if (r.pruned) return Status::OK();
   std::string v;
   lmdb::PutBE32(&v, r.version);
   return txn.Put(t.digests, Key(r.hook, r.digest.AsKey()), v);
@@ -461,6 +494,11 @@ Status MovePointerChecked(Store* s, std::string_view hook, std::string_view poin
   if (rel->damaged)
     return Status::InvalidArgument("release " + std::to_string(version) + " of '" + std::string(hook) +
                                    "' is damaged; " + std::string(pointer) + " not moved");
+  // Checked in the same txn that moves: retention prunes in a write txn too,
+  // so a pointer never lands on a release whose files are going.
+  if (rel->pruned)
+    return Status::InvalidArgument("release " + std::to_string(version) + " of '" + std::string(hook) +
+                                   "' was pruned (retention); " + std::string(pointer) + " not moved");
   HOOKFS_RETURN_IF_ERROR(ledger_txn::MovePointer(t, txn, hook, pointer, version, who, NowMs() / 1000));
   return txn.Commit();
 }
@@ -487,7 +525,8 @@ Status Ledger::RemoveTag(std::string_view hook, std::string_view tag, const Acto
   return txn.Commit();
 }
 
-Result<RunInfo> Ledger::StartRun(std::string_view hook, std::string_view run, const Actor& who) {
+Result<RunInfo> Ledger::StartRun(std::string_view hook, std::string_view run, const Actor& who,
+                                 std::string_view host) {
   HOOKFS_RETURN_IF_ERROR(ValidateRunName(run));
   const Tables& t = store_->tables();
   HOOKFS_ASSIGN_OR_RETURN(Txn txn, store_->BeginWrite());
@@ -497,12 +536,20 @@ Result<RunInfo> Ledger::StartRun(std::string_view hook, std::string_view run, co
   HOOKFS_ASSIGN_OR_RETURN(std::optional<uint32_t> live, ledger_txn::GetPointer(t, txn, hook, "live"));
   if (!live) return Status::NotFound("hook '" + std::string(hook) + "' has no live release to run");
   HOOKFS_ASSIGN_OR_RETURN(ReleaseInfo rel, GetReleaseIn(t, txn, hook, *live));
+  // Retention never prunes live's target; a store that says otherwise is damaged.
+  if (rel.pruned)
+    return Status::InvalidArgument("live release " + std::to_string(rel.version) + " of '" + std::string(hook) +
+                                   "' was pruned; no run started");
+  HOOKFS_ASSIGN_OR_RETURN(std::optional<HookInfo> hinfo, ledger_txn::GetHook(t, txn, hook));
   const int64_t now = NowMs();
   RunInfo r;
   r.hook = std::string(hook);
   r.run = std::string(run);
   r.version = rel.version;
   r.digest = rel.digest;
+  r.feature = hinfo ? hinfo->feature : "";
+  r.source_ref = rel.source_ref;
+  r.host = host.empty() ? HostName() : std::string(host);
   r.started_at = now / 1000;
   r.started_ms = now;
   r.started_by = who.uid;

@@ -243,6 +243,18 @@ Status PackWriter::AddTimes(std::string_view hook, const ObjectId& root, const s
   return Put(body.data(), body.size());
 }
 
+Status PackWriter::AddSignature(std::string_view body) {
+  if (version_ < 2) return Status::InvalidArgument("a version-1 pack cannot carry signatures");
+  if (body.size() > kMaxSmallRecord) return Status::InvalidArgument("signature record too long");
+  HOOKFS_RETURN_IF_ERROR(Header());
+  std::string rec;
+  coding::PutU8(&rec, uint8_t(RecordKind::kSignature));
+  coding::PutLE32(&rec, uint32_t(body.size()));
+  rec += body;
+  ++records_;
+  return Put(rec.data(), rec.size());
+}
+
 Status PackWriter::Finish() {
   HOOKFS_RETURN_IF_ERROR(Header());
   std::string end;
@@ -376,6 +388,7 @@ Result<PackSummary> ScanPack(int fd, PackVisitor* v, uint64_t data_bytes) {
   if (coding::LE32(header + 12) != 0) return Status::Malformed("pack header has unknown flags");
 
   std::string body;
+  size_t signatures = 0;
   for (;;) {
     uint8_t kind;
     HOOKFS_RETURN_IF_ERROR(in.Read(&kind, 1, "record kind"));
@@ -459,6 +472,23 @@ Result<PackSummary> ScanPack(int fd, PackVisitor* v, uint64_t data_bytes) {
         HOOKFS_RETURN_IF_ERROR(in.Read(body.data(), len, "times record"));
         HOOKFS_ASSIGN_OR_RETURN(TimesRecord t, DecodeTimes(body));
         HOOKFS_RETURN_IF_ERROR(v->OnTimes(t));
+        break;
+      }
+      case uint8_t(RecordKind::kSignature): {
+        if (sum.format_version < 2)
+          return Status::Malformed("signature record at byte " + std::to_string(rec_offset) +
+                                   " in a version-1 pack (signatures need version 2)");
+        if (++signatures > kMaxSignaturesPerPack)
+          return Status::Malformed("pack has more than " + std::to_string(kMaxSignaturesPerPack) + " signatures");
+        char lenb[4];
+        HOOKFS_RETURN_IF_ERROR(in.Read(lenb, 4, "record length"));
+        uint32_t len = coding::LE32(lenb);
+        if (len > kMaxSmallRecord)
+          return Status::Malformed("record at byte " + std::to_string(rec_offset) + " declares " +
+                                   std::to_string(len) + " bytes, limit 65536");
+        body.resize(len);
+        HOOKFS_RETURN_IF_ERROR(in.Read(body.data(), len, "signature record"));
+        HOOKFS_RETURN_IF_ERROR(v->OnSignature(body));
         break;
       }
       default:

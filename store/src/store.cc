@@ -286,6 +286,7 @@ Status Store::CheckOrInitFormat() {
       {"history", &tables_.history},   {"runs", &tables_.runs},
       {"journal", &tables_.journal},   {"quarantine", &tables_.quarantine},
       {"times", &tables_.times},
+      {"keys", &tables_.keys},         {"key_history", &tables_.key_history},
   };
   for (const Named& n : all)
     HOOKFS_RETURN_IF_ERROR(lmdb::LmdbStatus(mdb_dbi_open(txn.get(), n.name, MDB_CREATE, n.dbi),

@@ -68,6 +68,8 @@ struct ApplyReport {
 struct ApplyOptions {
   Actor actor = Actor::Current();
   std::string pack_name;  // for the report and the journal
+  // -o require_signed: every hook is pinned (DESIGN.md §8, keys.h).
+  bool require_signed = false;
 };
 
 // Applies the pack read from `fd` (a file, or a pipe received into staging/ first).

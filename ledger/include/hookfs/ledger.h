@@ -42,6 +42,15 @@ struct HookInfo {
   std::string feature;
   int64_t created_at = 0;   // Unix seconds
   uint32_t created_by = 0;  // uid
+  // Some trusted key has covered this hook: only signed releases are
+  // accepted for it from then on, even after the key is revoked (keys.h).
+  bool pinned = false;
+};
+
+// Who signed a release: the trusted key's name and id (hex), as it was at commit.
+struct SignedBy {
+  std::string key;
+  std::string key_id;
 };
 
 struct ReleaseInfo {
@@ -56,6 +65,10 @@ struct ReleaseInfo {
   uint64_t files = 0;        // regular files, counted per path
   uint64_t bytes = 0;        // their sizes, summed per path
   bool damaged = false;      // reaches a damaged object (fsck --repair); cleared by healing
+  std::optional<SignedBy> signed_by;  // null: unsigned (an unpinned hook)
+  // Retention dropped its files (retention.h): the record stays, the
+  // version is never reused, no pointer or run may target it again.
+  bool pruned = false;
 };
 
 struct PointerMove {
@@ -72,6 +85,10 @@ struct RunInfo {
   std::string run;
   uint32_t version = 0;
   ObjectId digest;
+  // Provenance (DESIGN.md §2), copied from the release and the daemon at start.
+  std::string feature;
+  std::string source_ref;
+  std::string host;
   int64_t started_at = 0;
   int64_t started_ms = 0;  // for duration_s; not shown
   uint32_t started_by = 0;
@@ -106,6 +123,7 @@ std::string DumpJson(const nlohmann::json& j, int indent = -1);
 // plain dump() cannot throw (ApplyReport::ToJson returns one).
 nlohmann::json SafeJson(const nlohmann::json& j);
 int64_t NowMs();
+std::string HostName();  // gethostname(2), "localhost" if it fails
 
 Status ValidateRunName(std::string_view run);  // [A-Za-z0-9._-]{1,64}
 Status ValidateTagName(std::string_view tag);  // like a hook name
@@ -130,8 +148,10 @@ class Ledger {
   Status RemoveTag(std::string_view hook, std::string_view tag, const Actor& who);
 
   // Pins the run to the release live points to now; NotFound if the hook has
-  // no live release, Exists if the run name is taken.
-  Result<RunInfo> StartRun(std::string_view hook, std::string_view run, const Actor& who);
+  // no live release, Exists if the run name is taken. `host` goes in
+  // run.json (empty: this machine's hostname).
+  Result<RunInfo> StartRun(std::string_view hook, std::string_view run, const Actor& who,
+                           std::string_view host = {});
   // Seals the run. NotPermitted if it is already sealed.
   Result<RunInfo> FinishRun(std::string_view hook, std::string_view run, const RunResult& result,
                             const Actor& who);

@@ -8,6 +8,7 @@
 //            | 0x03 id[32] u32 len tree[len]    (canonical tree, tree.h)
 //            | 0x04 u32 len release[len]        (len <= 64 KiB)
 //            | 0x05 u32 len times[len]          (version 2 only; file mtimes)
+//            | 0x06 u32 len signature[len]      (version 2; len <= 64 KiB; signature.h)
 //   end     := 0x00
 //   trailer := u64 record_count  xxh3_128[16]   (over every byte before it)
 //
@@ -30,20 +31,24 @@
 namespace hookfs {
 
 inline constexpr char kPackMagic[8] = {'H', 'O', 'O', 'K', 'P', 'A', 'C', 'K'};
-// Version 2 adds the times record (file modification times); a pack
-// without one is written as version 1, which every hookfs reads.
+// Version 2 adds the times record (file modification times) and the
+// signature record; a pack with neither is written as version 1, which every
+// hookfs reads.
 inline constexpr uint32_t kPackFormatVersion = 2;
 inline constexpr uint32_t kPackFormatVersionNoTimes = 1;
+inline constexpr uint32_t kPackFormatVersion1 = kPackFormatVersionNoTimes;
 inline constexpr size_t kPackHeaderSize = 16;
 inline constexpr size_t kPackTrailerSize = 8 + 16;
 inline constexpr size_t kMaxSmallRecord = 64 * 1024;
 
-enum class RecordKind : uint8_t { kEnd = 0, kHook = 1, kBlob = 2, kTree = 3, kRelease = 4, kTimes = 5 };
+enum class RecordKind : uint8_t { kEnd = 0, kHook = 1, kBlob = 2, kTree = 3, kRelease = 4, kTimes = 5, kSignature = 6 };
 
 // Times per release record: at most 2^21 files and symlinks, so a record
 // body is at most 16 MiB + 101 bytes.
 inline constexpr uint64_t kMaxTimesPerRelease = 1ull << 21;
 inline constexpr size_t kMaxTimesRecord = 1 + 64 + 32 + 4 + 8 * kMaxTimesPerRelease;
+// At most this many signature records per pack (a few per release).
+inline constexpr size_t kMaxSignaturesPerPack = 16384;
 
 // hook_decl := u8 name_len name u8 feature_len feature. An empty feature
 // means the pack names none (it matches any existing hook's feature).
@@ -122,7 +127,8 @@ class StringSink : public ByteSink {
 // end marker and trailer and flushes. Declared ids are written as given.
 class PackWriter {
  public:
-  // `format_version` 1 cannot carry times records (AddTimes fails).
+  // `format_version` 1 cannot carry times or signature records (AddTimes
+  // and AddSignature fail).
   explicit PackWriter(ByteSink* sink, uint32_t format_version = kPackFormatVersionNoTimes);
   Status AddHook(const HookDecl& decl);
   // A blob whose `size` bytes follow through BlobData calls.
@@ -132,6 +138,8 @@ class PackWriter {
   Status AddTree(const ObjectId& id, std::string_view encoded);
   Status AddRelease(const ReleaseRecord& rec);
   Status AddTimes(std::string_view hook, const ObjectId& root, const std::vector<int64_t>& mtimes);
+  // `body` is an encoded signature record (EncodeSignature, signature.h).
+  Status AddSignature(std::string_view body);
   Status Finish();
   uint64_t records() const { return records_; }
 
@@ -169,6 +177,9 @@ class PackVisitor {
   virtual Status OnRelease(const ReleaseRecord&) { return Status::OK(); }
   // Version 2 only. The record's mtimes point into the scanner's buffer.
   virtual Status OnTimes(const TimesRecord&) { return Status::OK(); }
+  // Version 2: a signature record's body, undecoded (a body that does not
+  // decode is no signature, not a malformed pack: DecodeSignature).
+  virtual Status OnSignature(std::string_view /*body*/) { return Status::OK(); }
 };
 
 struct PackSummary {

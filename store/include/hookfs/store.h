@@ -77,6 +77,8 @@ struct Tables {
   // (ledger/include/hookfs/release_times.h). Absent: the files show the
   // release's commit time.
   MDB_dbi times = 0;
+  // name -> JSON KeyInfo; u64be seq -> JSON key event (ledger/keys.h).
+  MDB_dbi keys = 0, key_history = 0;
 };
 
 struct BlobInfo {
