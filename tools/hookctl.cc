@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <iomanip>
 #include <iostream>
+#include <optional>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -21,7 +23,10 @@
 #include "hookfs/fsck.h"
 #include "hookfs/gc.h"
 #include "hookfs/hash.h"
+#include "hookfs/keys.h"
 #include "hookfs/ledger.h"
+#include "hookfs/retention.h"
+#include "hookfs/signature.h"
 #include "hookfs/pack.h"
 #include "hookfs/store.h"
 #include "hash_cache.h"
@@ -136,6 +141,16 @@ class InspectVisitor : public PackVisitor {
     bad += !problem.empty();
     std::printf("tree     %s %6zu entries%s\n", id.Hex().c_str(), t.ok() ? t->entries.size() : size_t(0),
                 problem.c_str());
+    return Status::OK();
+  }
+  Status OnSignature(std::string_view body) override {
+    auto s = DecodeSignature(body);
+    if (!s.ok()) std::printf("signature (does not decode: counts as none)\n");
+    else
+      std::printf("signature %s digest=%s key_id=%s%s\n", s->hook.c_str(), s->root.Hex().c_str(), s->key_id.Hex().c_str(),
+                  s->algorithm == kSignatureEd25519 && s->signature.size() == kEd25519SigSize
+                      ? " ed25519"
+                      : ("  algorithm " + std::to_string(s->algorithm) + ": counts as none").c_str());
     return Status::OK();
   }
   Status OnRelease(const ReleaseRecord& r) override {
@@ -321,13 +336,85 @@ int CmdFsck(const std::string& store_dir, bool repair, bool as_json) {
   return report->clean() ? 0 : kRefused;
 }
 
-int CmdGc(const std::string& store_dir, bool as_json) {
+int CmdGc(const std::string& store_dir, bool as_json, uint32_t keep) {
   auto store = OpenStore(store_dir, false);
   if (!store.ok()) return Fail(store.status());
+  if (keep) {
+    RetentionOptions ro;
+    ro.keep = keep;
+    auto rep = ApplyRetention(store->get(), ro);
+    if (!rep.ok()) return Fail(rep.status());
+    if (as_json) std::cout << DumpJson(rep->ToJson(), 2) << std::endl;
+    else std::cout << rep->Summary() << std::flush;
+    return 0;
+  }
   auto report = CollectGarbage(store->get(), {});
   if (!report.ok()) return Fail(report.status());
   if (as_json) std::cout << DumpJson(report->ToJson(), 2) << std::endl;
   else std::cout << report->Summary() << std::flush;
+  return 0;
+}
+
+int CmdKeygen(const std::string& prefix) {
+  auto pub = GenerateKeyFiles(prefix);
+  if (!pub.ok()) return Fail(pub.status());
+  std::printf("%s\n", pub->KeyId().Hex().c_str());
+  std::fprintf(stderr, "wrote %s.key (private, mode 0600) and %s.pub; trust it with a key document:\n"
+               "  {\"public_key\": <text of %s.pub>, \"hooks\": [\"PATTERN\", ...]}\n",
+               prefix.c_str(), prefix.c_str(), prefix.c_str());
+  return 0;
+}
+
+Result<std::string> ReadText(const std::string& path) {
+  int fd = path == "-" ? STDIN_FILENO : ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno(errno, "open " + path);
+  std::string out;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, size_t(n));
+    if (out.size() > kMaxKeyDocument) break;
+  }
+  if (fd != STDIN_FILENO) ::close(fd);
+  return out;
+}
+
+// key add NAME (DOCUMENT | --pub FILE --hook PATTERN...), key rm NAME, key list.
+int CmdKey(const std::string& store_dir, const std::string& action, const std::string& name,
+           const std::string& document, const std::string& pub, const std::vector<std::string>& patterns) {
+  auto store = OpenStore(store_dir, action == "add");
+  if (!store.ok()) return Fail(store.status());
+  KeyRing ring(store->get());
+  if (action == "list") {
+    auto keys = ring.List();
+    if (!keys.ok()) return Fail(keys.status());
+    json out = json::array();
+    for (const KeyInfo& k : *keys) out.push_back(ToJson(k));
+    std::cout << DumpJson(out, 2) << std::endl;
+    return 0;
+  }
+  if (name.empty()) return Fail(Status::InvalidArgument("key " + action + " needs a NAME"));
+  if (action == "rm") {
+    Status st = ring.Remove(name, Actor::Current());
+    return st.ok() ? 0 : Fail(st);
+  }
+  std::string doc;
+  if (!pub.empty()) {
+    if (!document.empty()) return Fail(Status::InvalidArgument("give a DOCUMENT or --pub, not both"));
+    auto pem = ReadText(pub);
+    if (!pem.ok()) return Fail(pem.status());
+    doc = DumpJson(json{{"public_key", *pem}, {"hooks", patterns}});
+  } else {
+    if (document.empty()) return Fail(Status::InvalidArgument("key add needs a DOCUMENT (JSON file, or -) or --pub"));
+    auto text = ReadText(document);
+    if (!text.ok()) return Fail(text.status());
+    doc = *text;
+  }
+  auto k = ring.Add(name, doc, Actor::Current());
+  if (!k.ok()) return Fail(k.status());
+  std::cout << DumpJson(ToJson(*k), 2) << std::endl;
   return 0;
 }
 
@@ -362,6 +449,8 @@ int main(int argc, char** argv) {
   pack->add_flag("--no-cache", no_cache,
                  "hash every file; by default ids are remembered by inode and timestamps in "
                  "$HOOKFS_HASH_CACHE or ${XDG_CACHE_HOME:-~/.cache}/hookfs");
+  std::string sign_key;
+  pack->add_option("--sign", sign_key, "sign the release with this Ed25519 private key (hookctl keygen's NAME.key)");
   pack->add_option("DIR", pack_dir, "directory to pack")->required();
 
   std::string inspect_file;
@@ -390,13 +479,41 @@ int main(int argc, char** argv) {
   auto* gc = app.add_subcommand("gc", "drop objects no release reaches (safe while the store is mounted)");
   gc->add_option("--store", store_dir, store_help);
   gc->add_flag("--json", gc_json, "print the report as JSON");
+  uint32_t gc_keep = 0;
+  gc->add_option("--keep", gc_keep,
+                 "first prune releases outside retention: keep per hook the newest N, live and tag targets, "
+                 "and releases of open runs or runs finished in the last 7 days")
+      ->check(CLI::Range(1u, 0xffffffffu));
+
+  std::string keygen_out;
+  auto* keygen = app.add_subcommand("keygen", "write NAME.key (Ed25519 private key, PEM, mode 0600) and NAME.pub");
+  keygen->add_option("-o,--output", keygen_out, "NAME: the files' path without .key/.pub")->required();
+
+  std::string key_action, key_name, key_doc, key_pub;
+  std::vector<std::string> key_patterns;
+  auto* key = app.add_subcommand("key", "trust, revoke and list signing keys in a store (offline MNT/keys/)");
+  key->add_option("ACTION", key_action, "add, rm or list")->required()->check(CLI::IsMember({"add", "rm", "list"}));
+  key->add_option("NAME", key_name, "the key's name");
+  key->add_option("DOCUMENT", key_doc, "add: key document {\"public_key\": PEM, \"hooks\": [...]} (file, or -)");
+  key->add_option("--pub", key_pub, "add: public key PEM file (instead of a DOCUMENT)");
+  key->add_option("--hook", key_patterns, "add with --pub: a hook pattern the key covers (repeatable)")->allow_extra_args(false);
+  key->add_option("--store", store_dir, store_help);
 
   CLI11_PARSE(app, argc, argv);
   if (*fsck) return CmdFsck(store_dir, repair, fsck_json);
-  if (*gc) return CmdGc(store_dir, gc_json);
+  if (*gc) return CmdGc(store_dir, gc_json, gc_keep);
+  if (*keygen) return CmdKeygen(keygen_out);
+  if (*key) return CmdKey(store_dir, key_action, key_name, key_doc, key_pub, key_patterns);
   if (*pack) {
     if (!no_cache) po.hash_cache_dir = HashCache::DefaultDir();
     po.mtimes = !no_mtimes;
+    std::optional<SigningKey> signer;
+    if (!sign_key.empty()) {
+      auto k = SigningKey::Load(sign_key);
+      if (!k.ok()) return Fail(k.status());
+      signer.emplace(std::move(k).value());
+      po.signer = &*signer;
+    }
     return CmdPack(pack_dir, po, against, out);
   }
   if (*inspect) return CmdInspect(inspect_file);

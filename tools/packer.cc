@@ -291,7 +291,7 @@ Result<PackStats> BuildPack(const std::string& dir, const PackOptions& o, ByteSi
   if (o.mtimes) CollectTimes(&root, &mtimes);
   const bool times = o.mtimes && mtimes.size() <= kMaxTimesPerRelease;
   stats.times = times;
-  PackWriter w(out, times ? kPackFormatVersion : kPackFormatVersionNoTimes);
+  PackWriter w(out, times || o.signer ? kPackFormatVersion : kPackFormatVersionNoTimes);
   HOOKFS_RETURN_IF_ERROR(w.AddHook({o.hook, o.feature}));
   progress.Reset();
   for (const Node* b : keep.blobs) {
@@ -315,6 +315,12 @@ Result<PackStats> BuildPack(const std::string& dir, const PackOptions& o, ByteSi
   rel.message = o.message;
   HOOKFS_RETURN_IF_ERROR(w.AddRelease(rel));
   if (times) HOOKFS_RETURN_IF_ERROR(w.AddTimes(o.hook, root.id, mtimes));
+  if (o.signer) {
+    // The signature covers the times record as written (or an empty one).
+    const ObjectId times_sha = Sha256::Of(EncodeTimes(o.hook, root.id, times ? mtimes : std::vector<int64_t>()));
+    HOOKFS_ASSIGN_OR_RETURN(SignatureRecord sig, o.signer->SignRelease(rel, o.feature, times_sha));
+    HOOKFS_RETURN_IF_ERROR(w.AddSignature(EncodeSignature(sig)));
+  }
   HOOKFS_RETURN_IF_ERROR(w.Finish());
   progress.Done();
   return stats;

@@ -14,6 +14,7 @@
 
 #include "hookfs/object_id.h"
 #include "hookfs/pack.h"
+#include "hookfs/signature.h"
 #include "hookfs/status.h"
 
 namespace hookfs {
@@ -35,6 +36,8 @@ struct PackOptions {
   std::string hash_cache_dir;
   int64_t hash_cache_settle_ns = 2'000'000'000;
   bool progress = false;  // a progress line on stderr
+  // --sign: sign the release with this key (a version-2 pack); null: unsigned (version 1).
+  const SigningKey* signer = nullptr;
 };
 
 struct PackStats {
