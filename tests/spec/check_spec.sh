@@ -14,6 +14,12 @@
 #             rejected by `hookctl apply` (exit 1, "rejected").
 # 4. times:   the rich tree again with other mtimes is a duplicate of the same
 #             digest; a times record one short rejects its release.
+# 5. signed:  with a key made by `hookctl keygen` and trusted for the hook,
+#             a pack signed by PACKWRITER (version 2, signature record) is
+#             accepted and `signed_by` names the key; the same pack signed
+#             over a changed message, an unsigned pack, and a pack signed by
+#             a key generated with the openssl CLI that is not trusted are
+#             each rejected, naming the key problem.
 set -euo pipefail
 
 if [ $# -ne 2 ]; then
@@ -209,10 +215,69 @@ check_times() {
     pass "times: a times record one short is rejected"
 }
 
+# ---------------------------------------------------------------- 5. signed
+check_signed() {
+    local d=$TMP/rich-signed store=$TMP/store-signed
+    make_rich_tree "$d"
+    if ! "$HOOKCTL" keygen -o "$TMP/ci" >/dev/null 2>&1 ||
+            ! "$HOOKCTL" key add ci --store "$store" --pub "$TMP/ci.pub" --hook 'rich*' >/dev/null; then
+        fail "signed: hookctl keygen / key add failed"
+        return
+    fi
+    local out rc=0
+    "$PY" "$PACKWRITER" --hook richapp --sign "$TMP/ci.key" --message signed \
+        --created-at 1767225603 "$d" "$TMP/signed.pack" >/dev/null || rc=$?
+    if [ $rc -ne 0 ]; then
+        fail "signed: packwriter --sign failed (python3-cryptography missing?)"
+        return
+    fi
+    out=$("$HOOKCTL" apply --store "$store" "$TMP/signed.pack" 2>&1) || rc=$?
+    if [ $rc -ne 0 ] || ! grep -q '"accepted"' <<<"$out"; then
+        echo "$out" >&2
+        fail "signed: a well-signed pack was not accepted (exit $rc)"
+        return
+    fi
+    out=$("$HOOKCTL" show --store "$store" richapp/1 2>&1)
+    if ! grep -q '"key": "ci"' <<<"$out"; then
+        echo "$out" >&2
+        fail "signed: richapp/1 does not show signed_by ci"
+        return
+    fi
+    echo changed >"$d/README"
+    local what
+    for what in tamper unsigned untrusted; do
+        local args=(--sign "$TMP/ci.key")
+        case $what in
+            tamper) args+=(--sign-tamper) ;;
+            unsigned) args=() ;;
+            untrusted)
+                openssl genpkey -algorithm ed25519 -out "$TMP/other.pem" 2>/dev/null
+                args=(--sign "$TMP/other.pem") ;;
+        esac
+        "$PY" "$PACKWRITER" --hook richapp "${args[@]}" --message signed \
+            --created-at 1767225604 "$d" "$TMP/$what.pack" >/dev/null
+        rc=0
+        out=$("$HOOKCTL" apply --store "$store" "$TMP/$what.pack" 2>&1) || rc=$?
+        local want
+        case $what in
+            tamper) want='does not verify' ;;
+            unsigned) want='no signature' ;;
+            untrusted) want='not trusted' ;;
+        esac
+        if [ $rc -ne 1 ] || ! grep -q "$want" <<<"$out"; then
+            echo "$out" >&2
+            fail "signed: $what pack exited $rc (want 1) without \"$want\""
+            return
+        fi
+    done
+    pass "signed: signed pack accepted (signed_by ci); tampered, unsigned, untrusted rejected"
+}
+
 check_golden
 check_accept
 check_poison
 check_times
+check_signed
 
 echo "spec: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

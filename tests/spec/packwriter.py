@@ -6,7 +6,7 @@ that the document is a sufficient contract.
 
     packwriter.py --hook NAME [--feature F] [--source-ref R] [--message M]
                   [--created-at N] [--no-advance] [--poison] [--no-mtimes]
-                  [--times-count-off N] DIR OUT
+                  [--times-count-off N] [--sign KEY.pem [--sign-tamper]] DIR OUT
 
 Prints the release digest (the id of DIR's root tree) on stdout.
 
@@ -18,6 +18,12 @@ record the store must reject).
 --poison writes the data of one (non-empty) blob with one byte flipped while
 keeping its declared id, size and a correct trailer: the pack is well framed
 but the store must reject the release that reaches that blob.
+
+--sign KEY.pem signs the release with an Ed25519 private key (PEM PKCS#8,
+what `hookctl keygen` or `openssl genpkey -algorithm ed25519` writes) and
+writes a version-2 pack with a signature record (docs/pack-format.md §6b).
+--sign-tamper signs a message whose text differs from the release's by one
+byte: the store must reject the release ("does not verify").
 
 Record order (the document only says "hook declaration, then blobs, then
 trees (children before parents), then the release, then its times record";
@@ -42,6 +48,9 @@ import xxhash
 MAGIC = b"HOOKPACK"
 FORMAT_VERSION_NO_TIMES = 1
 FORMAT_VERSION_TIMES = 2
+R_SIGNATURE = 0x06
+SIG_ED25519 = 1
+SIG_DOMAIN = b"hookfs release signature v1\0"
 
 T_FILE, T_EXEC, T_SYMLINK, T_DIR = 1, 2, 3, 4
 R_END, R_HOOK, R_BLOB, R_TREE, R_RELEASE, R_TIMES = 0x00, 0x01, 0x02, 0x03, 0x04, 0x05
@@ -161,6 +170,8 @@ def main(argv):
     ap.add_argument("--poison", action="store_true")
     ap.add_argument("--no-mtimes", action="store_true")
     ap.add_argument("--times-count-off", type=int, default=0)
+    ap.add_argument("--sign", default=None)
+    ap.add_argument("--sign-tamper", action="store_true")
     ap.add_argument("dir")
     ap.add_argument("out")
     a = ap.parse_args(argv)
@@ -214,9 +225,39 @@ def main(argv):
         times_rec = (struct.pack("<B", len(hook)) + hook + root
                      + struct.pack("<I", len(mtimes))
                      + b"".join(struct.pack("<q", t) for t in mtimes))
-    version = FORMAT_VERSION_NO_TIMES if times_rec is None else FORMAT_VERSION_TIMES
 
-    count = 1 + len(b.blobs) + len(b.trees) + 1 + (times_rec is not None)
+    signature_rec = None
+    if a.sign:
+        # Imported here: unsigned packs need nothing beyond xxhash.
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+        with open(a.sign, "rb") as kf:
+            key = serialization.load_pem_private_key(kf.read(), password=None)
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise PackError("%s is not an Ed25519 private key" % a.sign)
+        raw_pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        key_id = hashlib.sha256(raw_pub).digest()
+        # The times record as written; without one, that of an empty list.
+        times_sha = hashlib.sha256(times_rec if times_rec is not None else
+                                   struct.pack("<B", len(hook)) + hook + root + struct.pack("<I", 0)).digest()
+        signed_message = message + (b"!" if a.sign_tamper else b"")
+        msg = (SIG_DOMAIN
+               + struct.pack("<B", len(hook)) + hook
+               + struct.pack("<B", len(feature)) + feature
+               + root
+               + struct.pack("<B", 1 if a.no_advance else 0)
+               + struct.pack("<q", created_at)
+               + struct.pack("<H", len(source_ref)) + source_ref
+               + struct.pack("<H", len(signed_message)) + signed_message
+               + times_sha)
+        sig = key.sign(msg)
+        signature_rec = (struct.pack("<B", len(hook)) + hook + root
+                         + struct.pack("<B", SIG_ED25519) + key_id
+                         + struct.pack("<H", len(sig)) + sig)
+
+    version = FORMAT_VERSION_NO_TIMES if times_rec is None and signature_rec is None else FORMAT_VERSION_TIMES
+
+    count = 1 + len(b.blobs) + len(b.trees) + 1 + (times_rec is not None) + (signature_rec is not None)
     if count > MAX_RECORDS:
         raise PackError("more than %d records" % MAX_RECORDS)
 
@@ -247,6 +288,8 @@ def main(argv):
             w.write(struct.pack("<BI", R_RELEASE, len(release_rec)) + release_rec)
             if times_rec is not None:
                 w.write(struct.pack("<BI", R_TIMES, len(times_rec)) + times_rec)
+            if signature_rec:
+                w.write(struct.pack("<BI", R_SIGNATURE, len(signature_rec)) + signature_rec)
             w.write(struct.pack("<B", R_END))
             w.write(struct.pack("<Q", count))
             # python-xxhash's digest() is the canonical form: high 64 bits
