@@ -106,12 +106,13 @@ void PackSpec::Release(const std::string& hook, const ObjectId& root, bool no_ad
 
 std::string PackSpec::Bytes() const {
   StringSink sink;
-  PackWriter w(&sink, times.empty() ? kPackFormatVersionNoTimes : kPackFormatVersion);
+  PackWriter w(&sink, times.empty() && signatures.empty() ? kPackFormatVersionNoTimes : kPackFormatVersion);
   for (const auto& h : hooks) EXPECT_TRUE(w.AddHook(h).ok());
   for (const auto& [id, content] : blobs) EXPECT_TRUE(w.AddBlob(id, content).ok());
   for (const auto& [id, enc] : trees) EXPECT_TRUE(w.AddTree(id, enc).ok());
   for (const auto& r : releases) EXPECT_TRUE(w.AddRelease(r).ok());
   for (const auto& t : times) EXPECT_TRUE(w.AddTimes(t.hook, t.root, t.mtimes).ok());
+  for (const auto& sig : signatures) EXPECT_TRUE(w.AddSignature(sig).ok());
   EXPECT_TRUE(w.Finish().ok());
   return sink.out;
 }

@@ -47,6 +47,9 @@ struct PackSpec {
     std::vector<int64_t> mtimes;
   };
   std::vector<Times> times;  // any: a version-2 pack
+  // Encoded signature records (signature.h), written after the releases;
+  // any makes the pack version 2.
+  std::vector<std::string> signatures;
 
   // Adds a correctly named blob; returns its id.
   ObjectId Blob(std::string_view content);
