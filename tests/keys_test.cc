@@ -399,6 +399,20 @@ TEST_F(KeysTest, AKeyRevokedWhileAPackIsAppliedCounts) {
   EXPECT_FALSE(ledger_->GetRelease("app", 2).ok());
 }
 
+TEST_F(KeysTest, AKeyAddedWhileAPackIsAppliedPinsItsHooksForThatPack) {
+  StoreOptions o;
+  o.fault_injector = [&](std::string_view step) {
+    if (step == "decided") {
+      KeyRing ring(store_.get());
+      EXPECT_TRUE(ring.Add("ci", Doc(ci_, {"app"}), Actor{0, "root"}).ok());
+    }
+    return Status::OK();
+  };
+  Open(o);
+  ExpectRejected(Apply(Spec("app", "1")), 0, "no signature");
+  EXPECT_FALSE(ledger_->GetHook("app").ok());  // all its releases rejected: not created
+}
+
 TEST_F(KeysTest, RequireSignedPinsEveryHook) {
   ApplyOptions o;
   o.require_signed = true;

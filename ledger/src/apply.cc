@@ -740,6 +740,16 @@ Status Applier::Run(int fd) {
 Status Applier::Commit(std::vector<Plan>& plans, ChunkSession* session) {
   HOOKFS_ASSIGN_OR_RETURN(lmdb::Txn txn, store_->BeginWrite());
   const int64_t now = NowMs() / 1000;
+  // Signatures again, with the keys as they are now: a key revoked or added
+  // since phase 2 counts. Before hooks are created, so that a hook whose
+  // releases all fail here is not created either.
+  HOOKFS_ASSIGN_OR_RETURN(const std::vector<KeyInfo> keys, keys_txn::LoadAll(t_, txn));
+  for (Plan& p : plans) {
+    if (p.outcome.kind != ReleaseOutcome::Kind::kAccepted) continue;
+    HOOKFS_ASSIGN_OR_RETURN(apply_sig::Verdict sig, JudgeSignature(txn, p.release, keys));
+    if (!sig.ok) Reject(&p, sig.reason, {});
+    else p.signed_by = sig.signed_by;
+  }
   // Hooks: create declared ones that have an accepted release or none at all.
   std::unordered_map<std::string, bool> has_release, has_accepted;
   for (const Plan& p : plans) {
@@ -763,7 +773,6 @@ Status Applier::Commit(std::vector<Plan>& plans, ChunkSession* session) {
     HOOKFS_RETURN_IF_ERROR(ledger_txn::AppendJournal(
         t_, txn, {{"event", "hook"}, {"time", FormatTime(now)}, {"hook", name}, {"feature", decl.feature}, {"uid", opts_.actor.uid}}));
   }
-  HOOKFS_ASSIGN_OR_RETURN(const std::vector<KeyInfo> keys, keys_txn::LoadAll(t_, txn));
   // Objects first: blob records (their chunks are durable), then trees.
   std::vector<std::pair<char, ObjectId>> healed;
   for (Plan& p : plans) {
@@ -798,12 +807,6 @@ Status Applier::Commit(std::vector<Plan>& plans, ChunkSession* session) {
       if (!have) Reject(&p, "blob " + id.Hex() + " was removed from the store (gc) while this pack was applied; push it again", {id});
     }
     if (p.outcome.kind == ReleaseOutcome::Kind::kRejected) continue;
-    // A key revoked or added since phase 2 counts: judge again, in this txn.
-    HOOKFS_ASSIGN_OR_RETURN(apply_sig::Verdict sig, JudgeSignature(txn, p.release, keys));
-    if (!sig.ok) {
-      Reject(&p, sig.reason, {});
-      continue;
-    }
     HOOKFS_RETURN_IF_ERROR(WriteObjects(txn, p, &healed));
     // Then the release and its pointer.
     const ReleaseRecord& r = ix_.releases[p.release];
@@ -820,7 +823,7 @@ Status Applier::Commit(std::vector<Plan>& plans, ChunkSession* session) {
     info.committed_at = now;
     info.files = p.files;
     info.bytes = p.bytes;
-    info.signed_by = sig.signed_by;
+    info.signed_by = p.signed_by;
     HOOKFS_RETURN_IF_ERROR(ledger_txn::PutRelease(t_, txn, info));
     HOOKFS_RETURN_IF_ERROR(ix_.times.Write(t_, txn, r, info.version));
     p.outcome.version = info.version;
