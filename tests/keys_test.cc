@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <set>
 #include <thread>
 
@@ -411,6 +412,22 @@ TEST_F(KeysTest, AKeyAddedWhileAPackIsAppliedPinsItsHooksForThatPack) {
   Open(o);
   ExpectRejected(Apply(Spec("app", "1")), 0, "no signature");
   EXPECT_FALSE(ledger_->GetHook("app").ok());  // all its releases rejected: not created
+}
+
+TEST_F(KeysTest, ASignatureRecordInAVersionOnePackIsMalformed) {
+  PackSpec s = Spec("app", "1");
+  Sign(&s, ci_);
+  std::string bytes = s.Bytes();
+  ASSERT_EQ(bytes[8], 2);
+  bytes[8] = 1;
+  Xxh3_128 h;
+  h.Update(bytes.data(), bytes.size() - 16);
+  auto d = h.Digest();
+  std::memcpy(bytes.data() + bytes.size() - 16, d.data(), 16);
+  test::WriteFile(dir_ / "v1.pack", bytes);
+  ApplyReport rep = ApplyPackFile(ledger_.get(), dir_ / "v1.pack", {});
+  EXPECT_TRUE(rep.status.Is(Code::kMalformed)) << rep.status.ToString();
+  EXPECT_NE(rep.status.message().find("signatures need version 2"), std::string::npos) << rep.status.message();
 }
 
 TEST_F(KeysTest, RequireSignedPinsEveryHook) {
