@@ -105,7 +105,10 @@ class KeysTest : public ::testing::Test {
   // Signs release i of `spec` with `k` (as the spec stands now).
   void Sign(PackSpec* spec, const SigningKey& k, size_t i = 0) {
     const ReleaseRecord& r = spec->releases[i];
-    auto s = k.SignRelease(r, Feature(*spec, r.hook), NoTimes(r));
+    ObjectId times = NoTimes(r);
+    for (const auto& t : spec->times)
+      if (t.hook == r.hook && t.root == r.root) times = Sha256::Of(EncodeTimes(t.hook, t.root, t.mtimes));
+    auto s = k.SignRelease(r, Feature(*spec, r.hook), times);
     ASSERT_TRUE(s.ok());
     spec->signatures.push_back(EncodeSignature(*s));
   }
@@ -327,6 +330,36 @@ TEST_F(KeysTest, PinnedHookAcceptsOnlyAValidSignatureByACoveringKey) {
   EXPECT_TRUE(ledger_->GetHook("app")->pinned);  // created under a covering key
   EXPECT_TRUE(ToJson(*ledger_->GetHook("app"))["pinned"].get<bool>());
   ExpectClean();
+}
+
+TEST_F(KeysTest, ASignatureCoversTheFilesModificationTimes) {
+  Trust("ci", ci_, {"app"});
+  auto with_times = [&](const std::string& seed, std::vector<int64_t> mtimes) {
+    PackSpec s = Spec("app", seed);
+    s.times.push_back({"app", s.releases[0].root, std::move(mtimes)});
+    return s;
+  };
+  // Times changed after signing.
+  PackSpec s = with_times("1", {100, 200});
+  Sign(&s, ci_);
+  s.times[0].mtimes[1] = 201;
+  ExpectRejected(Apply(s), 0, "does not verify");
+  // Times stripped after signing.
+  s = with_times("1", {100, 200});
+  Sign(&s, ci_);
+  s.times.clear();
+  ExpectRejected(Apply(s), 0, "does not verify");
+  // Times added to a release signed without.
+  s = Spec("app", "1");
+  Sign(&s, ci_);
+  s.times.push_back({"app", s.releases[0].root, {100, 200}});
+  ExpectRejected(Apply(s), 0, "does not verify");
+  // As signed.
+  s = with_times("1", {100, 200});
+  Sign(&s, ci_);
+  ApplyReport rep = Apply(s);
+  ASSERT_TRUE(rep.Verdict().ok()) << rep.ToJson().dump(2);
+  EXPECT_EQ(ledger_->GetRelease("app", 1)->signed_by->key, "ci");
 }
 
 TEST_F(KeysTest, APackMixingGoodAndBadSignaturesCommitsTheGoodRelease) {

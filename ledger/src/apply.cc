@@ -858,9 +858,7 @@ Result<apply_sig::Verdict> Applier::JudgeSignature(const lmdb::Txn& txn, size_t 
   const ReleaseRecord& r = ix_.releases[i];
   HOOKFS_ASSIGN_OR_RETURN(std::optional<HookInfo> hook, ledger_txn::GetHook(t_, txn, r.hook));
   const bool pinned = keys_txn::Pinned(hook, r.hook, keys, opts_.require_signed);
-  // The times record a signature covers: none yet in this pack format (the
-  // hash of an empty times list; docs/pack-format.md §6b).
-  const ObjectId times = TimesDigest(r.hook, r.root, 0, {});
+  const ObjectId times = ix_.times.SignedDigest(r);  // docs/pack-format.md §6b
   return ix_.signatures.Judge(keys, pinned, r, ix_.hooks[r.hook].feature, times);
 }
 

@@ -1,5 +1,7 @@
 #include "apply_times.h"
 
+#include "hookfs/signature.h"
+
 namespace hookfs::apply_times {
 
 Status Collector::Add(const TimesRecord& rec) {
@@ -13,6 +15,9 @@ Status Collector::Add(const TimesRecord& rec) {
   Entry& e = entries_[key];
   e.count = rec.count;
   e.mtimes = std::string(rec.mtimes);
+  // Now: Decide drops the raw times once encoded, and signatures are judged
+  // again at commit.
+  e.signed_digest = TimesDigest(rec.hook, rec.root, rec.count, rec.mtimes);
   return Status::OK();
 }
 
@@ -56,6 +61,12 @@ Status Collector::Write(const Tables& t, lmdb::Txn& txn, const ReleaseRecord& re
   auto it = entries_.find(Key{release.hook, release.root});
   if (it == entries_.end() || it->second.value.empty()) return Status::OK();
   return PutReleaseTimes(t, txn, release.hook, version, it->second.value);
+}
+
+ObjectId Collector::SignedDigest(const ReleaseRecord& release) const {
+  auto it = entries_.find(Key(release.hook, release.root));
+  if (it == entries_.end()) return TimesDigest(release.hook, release.root, 0, {});
+  return it->second.signed_digest;
 }
 
 }  // namespace hookfs::apply_times

@@ -30,6 +30,9 @@ class Collector {
   // fit its tree (the stored value is then ready), else why the release is
   // rejected.
   Result<std::string> Decide(PathCounter* counter, const ReleaseRecord& release);
+  // What a release signature covers (signature.h, DESIGN.md §8): SHA-256 of
+  // the release's times record body, or of an empty one without a record.
+  ObjectId SignedDigest(const ReleaseRecord& release) const;
   // Phase 3, in the commit txn, for an accepted (not duplicate) release.
   Status Write(const Tables& t, lmdb::Txn& txn, const ReleaseRecord& release, uint32_t version) const;
 
@@ -39,6 +42,7 @@ class Collector {
     uint32_t count = 0;
     std::string mtimes;  // raw, as in the pack
     std::string value;   // the stored value, once decided
+    ObjectId signed_digest;  // SignedDigest: SHA-256 of the record body
   };
   std::map<Key, Entry> entries_;
   size_t bytes_ = 0;
