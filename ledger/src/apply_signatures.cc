@@ -1,5 +1,7 @@
 #include "apply_signatures.h"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 namespace hookfs::apply_sig {
@@ -20,6 +22,8 @@ void Collector::Add(std::string_view body) {
     ++undecodable_;  // counts as no signature (its release cannot even be named)
     return;
   }
+  // Of another algorithm or size: kept as a note (counts as none), not its bytes.
+  if (s->algorithm != kSignatureEd25519 || s->signature.size() != kEd25519SigSize) s->signature.resize(std::min<size_t>(s->signature.size(), 1));
   by_release_[ReleaseKey(s->hook, s->root)].push_back(std::move(s).value());
 }
 
@@ -41,8 +45,8 @@ Verdict Collector::Judge(const std::vector<KeyInfo>& keys, bool pinned, const Re
   std::vector<std::string> problems;
   for (const SignatureRecord& s : it->second) {
     if (s.algorithm != kSignatureEd25519 || s.signature.size() != kEd25519SigSize) {
-      problems.push_back("a signature of algorithm " + std::to_string(s.algorithm) + " with " +
-                         std::to_string(s.signature.size()) + " bytes counts as none (hookfs accepts Ed25519 only)");
+      problems.push_back("a signature of algorithm " + std::to_string(s.algorithm) +
+                         " or not 64 bytes long counts as none (hookfs accepts Ed25519 only)");
       continue;
     }
     const std::string hex = s.key_id.Hex();

@@ -245,7 +245,7 @@ Status PackWriter::AddTimes(std::string_view hook, const ObjectId& root, const s
 
 Status PackWriter::AddSignature(std::string_view body) {
   if (version_ < 2) return Status::InvalidArgument("a version-1 pack cannot carry signatures");
-  if (body.size() > kMaxSmallRecord) return Status::InvalidArgument("signature record too long");
+  if (body.size() > kMaxSignatureRecord) return Status::InvalidArgument("signature record too long");
   HOOKFS_RETURN_IF_ERROR(Header());
   std::string rec;
   coding::PutU8(&rec, uint8_t(RecordKind::kSignature));
@@ -483,9 +483,9 @@ Result<PackSummary> ScanPack(int fd, PackVisitor* v, uint64_t data_bytes) {
         char lenb[4];
         HOOKFS_RETURN_IF_ERROR(in.Read(lenb, 4, "record length"));
         uint32_t len = coding::LE32(lenb);
-        if (len > kMaxSmallRecord)
-          return Status::Malformed("record at byte " + std::to_string(rec_offset) + " declares " +
-                                   std::to_string(len) + " bytes, limit 65536");
+        if (len > kMaxSignatureRecord)
+          return Status::Malformed("signature record at byte " + std::to_string(rec_offset) + " declares " +
+                                   std::to_string(len) + " bytes, limit " + std::to_string(kMaxSignatureRecord));
         body.resize(len);
         HOOKFS_RETURN_IF_ERROR(in.Read(body.data(), len, "signature record"));
         HOOKFS_RETURN_IF_ERROR(v->OnSignature(body));

@@ -49,6 +49,9 @@ inline constexpr uint64_t kMaxTimesPerRelease = 1ull << 21;
 inline constexpr size_t kMaxTimesRecord = 1 + 64 + 32 + 4 + 8 * kMaxTimesPerRelease;
 // At most this many signature records per pack (a few per release).
 inline constexpr size_t kMaxSignaturesPerPack = 16384;
+// A signature record body is at most this long (an Ed25519 one is 196 bytes
+// at most), so what apply holds for signatures stays a few MiB.
+inline constexpr size_t kMaxSignatureRecord = 1024;
 
 // hook_decl := u8 name_len name u8 feature_len feature. An empty feature
 // means the pack names none (it matches any existing hook's feature).
