@@ -9,7 +9,7 @@ pkgs=(
   libgtest-dev libgmock-dev                      # tests
   attr rsync bc passwd util-linux                # tools the mount tests drive
   systemd man-db                                 # tests/service: systemd-analyze verify, sysusers, tmpfiles, man
-  python3 python3-xxhash                         # tests/spec: the independent pack writer
+  python3 python3-xxhash python3-cryptography  # tests/spec: the independent pack writer (signed packs too)
   build-essential debhelper lintian              # tests/package: dpkg-buildpackage, lintian
   clang libclang-rt-14-dev                       # tests/fuzz: libFuzzer, ASan, UBSan
   # fleet/ (DESIGN §9): etcd v3 over gRPC, protos from Debian's Go packages, S3 over libcurl
