@@ -20,6 +20,7 @@ const char* Status::CodeName(Code c) {
     case Code::kNotPermitted: return "NotPermitted";
     case Code::kUnsupported: return "Unsupported";
     case Code::kBusy: return "Busy";
+    case Code::kQuota: return "Quota";
   }
   return "Unknown";
 }
@@ -46,6 +47,7 @@ int Status::ToErrno() const {
     case Code::kNotPermitted: return EPERM;
     case Code::kUnsupported: return EPROTO;
     case Code::kBusy: return EBUSY;
+    case Code::kQuota: return EDQUOT;
   }
   return EIO;
 }

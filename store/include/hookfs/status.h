@@ -28,6 +28,7 @@ enum class Code {
   kNotPermitted,     // EPERM: the operation is never allowed on this object
   kUnsupported,      // EPROTO: unknown store or pack format version
   kBusy,             // EBUSY
+  kQuota,            // EDQUOT: a per-user limit (open packs, temporary symlinks) reached
 };
 
 class Status {
@@ -48,6 +49,7 @@ class Status {
   static Status NotPermitted(std::string m) { return {Code::kNotPermitted, std::move(m)}; }
   static Status Unsupported(std::string m) { return {Code::kUnsupported, std::move(m)}; }
   static Status Busy(std::string m) { return {Code::kBusy, std::move(m)}; }
+  static Status Quota(std::string m) { return {Code::kQuota, std::move(m)}; }
   // From an errno value, e.g. after a failed read(2).
   static Status FromErrno(int err, std::string_view context);
 
