@@ -6,6 +6,7 @@
 #include <fuse_lowlevel.h>
 
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -73,6 +74,22 @@ hookfs::Result<Opened> OpenStore(const std::string& dir) {
   return o;
 }
 
+// Every spool, open file and /proc read takes a descriptor: the soft limit
+// (often 1024) is raised to the hard one (systemd: LimitNOFILE=) at start.
+void RaiseNofileLimit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+      spdlog::warn("raising RLIMIT_NOFILE from {} to {}: {}", was, rl.rlim_max, std::strerror(errno));
+      return;
+    }
+  }
+  spdlog::debug("RLIMIT_NOFILE {}", rl.rlim_cur);
+}
+
 std::string StatusLine(const hookfs::Ledger* ledger, const std::string& store, const std::string& mnt) {
   auto hooks = ledger->ListHooks();
   std::string n = hooks.ok() ? std::to_string(hooks->size()) : "?";
@@ -109,6 +126,7 @@ int Run(int argc, char** argv) {
   if (debug) foreground = true;
 
   hookfs::fs::SetupLogging(hookfs::fs::StderrIsJournal());
+  RaiseNofileLimit();
   spdlog::set_level(spdlog::level::info);
 
   // The configuration file first, then the command line over it.
@@ -207,6 +225,11 @@ int Run(int argc, char** argv) {
   const bool notify = std::getenv("NOTIFY_SOCKET") != nullptr;
   hookfs::fs::FsOptions fo;
   fo.policy = policy;
+  if (mo->max_temp_links_per_user) fo.max_temp_links_per_user = *mo->max_temp_links_per_user;
+  if (mo->temp_link_ttl) fo.temp_link_ttl = std::chrono::seconds(*mo->temp_link_ttl);
+  hookfs::fs::IncomingLimits limits;
+  if (mo->max_packs_per_user) limits.max_packs_per_user = *mo->max_packs_per_user;
+  if (mo->pack_idle_timeout) limits.idle_timeout = std::chrono::seconds(*mo->pack_idle_timeout);
   if (notify) {
     fo.after_publish = [&opened, &store_dir, &mountpoint] {
       hookfs::fs::Notify("STATUS=" + StatusLine(opened.ledger.get(), store_dir, mountpoint));
@@ -257,6 +280,7 @@ int Run(int argc, char** argv) {
     }
     opened = std::move(o).value();
   }
+  opened.incoming->SetLimits(limits);
   fs.Attach(opened.store.get(), opened.ledger.get(), opened.incoming.get());
   spdlog::info("hookfs: {} mounted on {} (uid {}, allow_other {}, publish_group {}, run_group {}, "
                "{} threads{}{})", store_dir, mountpoint, policy.owner_uid, mo->allow_other,

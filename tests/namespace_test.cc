@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
@@ -17,6 +18,7 @@
 #include "hookfs/namespace.h"
 #include "incoming.h"
 #include "inode_table.h"
+#include "log_safe.h"
 #include "publish_queue.h"
 #include "reply_once.h"
 #include "test_util.h"
@@ -57,6 +59,9 @@ Caller Publisher() {
 }
 Caller Runner() { return Caller{2001, kRunGroup, 3, nullptr}; }
 Caller Outsider() { return Caller{3000, 3000, 4, [] { return std::vector<gid_t>{42}; }}; }
+// A second publisher (issue 9: alice is Publisher(), bob is this one).
+Caller Bob() { return Caller{2002, kPublishGroup, 5, nullptr}; }
+Caller Root() { return Caller{0, 0, 6, nullptr}; }
 
 class NamespaceTest : public ::testing::Test {
  protected:
@@ -70,8 +75,9 @@ class NamespaceTest : public ::testing::Test {
     Make();
   }
 
-  void Make(size_t tree_budget = 64u << 20) {
+  void Make(size_t tree_budget = 64u << 20, std::chrono::seconds temp_ttl = std::chrono::seconds(600)) {
     NamespaceOptions o;
+    o.temp_link_ttl = temp_ttl;
     o.policy.owner_uid = kOwner;
     o.policy.owner_gid = kOwner;
     o.policy.publish_gid = kPublishGroup;
@@ -281,17 +287,17 @@ TEST_F(NamespaceTest, LiveMovesByRenameAndTheKernelIsTold) {
   auto hook = Walk("hooks/app");
   ASSERT_TRUE(hook.ok());
   ASSERT_TRUE(Walk("hooks/app/live").ok());
-  auto tmp = ns_->Symlink(Publisher(), "releases/2", hook->ino, *hook->node, "CuXXXX");
+  auto tmp = ns_->Symlink(Publisher(), "releases/2", hook->ino, *hook->node, "CuXXXXXX");
   ASSERT_TRUE(tmp.ok()) << tmp.status().ToString();
-  EXPECT_EQ(Names("hooks/app").back(), "CuXXXX");
-  ASSERT_TRUE(ns_->Rename(Publisher(), hook->ino, *hook->node, "CuXXXX", "live", false).ok());
+  EXPECT_EQ(Names("hooks/app").back(), "CuXXXXXX");
+  ASSERT_TRUE(ns_->Rename(Publisher(), hook->ino, *hook->node, "CuXXXXXX", "live", false).ok());
   EXPECT_EQ(*catalog_->Live(*HookName::Make("app")), std::optional<uint32_t>(2));
   EXPECT_TRUE(notes_.entries.count({hook->ino, "live"}));
-  EXPECT_FALSE(Walk("hooks/app/CuXXXX").ok());
+  EXPECT_FALSE(Walk("hooks/app/CuXXXXXX").ok());
   EXPECT_EQ(ns_->Target(*Walk("hooks/app/live")->node), "releases/2");
   // Only releases/N: anything else is refused and changes nothing.
-  ASSERT_TRUE(ns_->Symlink(Owner(), "/etc/passwd", hook->ino, *hook->node, "CuYYYY").ok());
-  EXPECT_TRUE(ns_->Rename(Owner(), hook->ino, *hook->node, "CuYYYY", "live", false).Is(Code::kInvalidArgument));
+  ASSERT_TRUE(ns_->Symlink(Owner(), "/etc/passwd", hook->ino, *hook->node, "CuYYYYYY").ok());
+  EXPECT_TRUE(ns_->Rename(Owner(), hook->ino, *hook->node, "CuYYYYYY", "live", false).Is(Code::kInvalidArgument));
   EXPECT_EQ(*catalog_->Live(*HookName::Make("app")), std::optional<uint32_t>(2));
   EXPECT_TRUE(ns_->Rename(Owner(), hook->ino, *hook->node, "hook.json", "x", false).Is(Code::kNotPermitted));
 }
@@ -405,6 +411,180 @@ TEST_F(NamespaceTest, AnEmptyPackIsRejectedWhenItsLastWriterCloses) {
   ns_->ReleaseSpoolWriter(Publisher(), *f2);
   EXPECT_TRUE(HasResult("f.pack"));
   EXPECT_EQ(Names("incoming"), (std::vector<std::string>{".d", "e.pack.result", "f.pack.result"}));
+}
+
+// Issue 9.1: every staged or open pack holds a descriptor in the daemon; one
+// publisher made 1,010 and starved everyone. At most max_packs_per_user
+// (64) per user, EDQUOT past it; another user is unaffected; a spool nobody
+// writes to for the idle timeout is rejected (result written, name gone).
+TEST_F(NamespaceTest, OnePublisherHoldsAtMost64PacksAndIdleOnesExpire) {
+  auto incoming = Walk("incoming");
+  ASSERT_TRUE(incoming.ok());
+  std::vector<std::shared_ptr<Spool>> held;
+  for (int i = 1; i <= 64; ++i) {
+    auto c = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, ".e" + std::to_string(i), true);
+    ASSERT_TRUE(c.ok()) << i << ": " << c.status().ToString();
+    ns_->ReleaseSpoolWriter(Publisher(), c->spool);  // closed, still staged
+  }
+  auto over = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, ".e65", true);
+  ASSERT_FALSE(over.ok());
+  EXPECT_TRUE(over.status().Is(Code::kQuota)) << over.status().ToString();
+  EXPECT_EQ(over.status().ToErrno(), EDQUOT);
+  // Someone else still publishes.
+  std::string bytes = AppSpec('a').Bytes();
+  auto b = ns_->CreateSpool(Bob(), incoming->ino, *incoming->node, "b.pack", true);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  ASSERT_TRUE(ns_->WriteSpool(b->spool, bytes.data(), bytes.size(), 0).ok());
+  EXPECT_TRUE(ns_->FlushSpool(Bob(), b->spool).ok());
+  ns_->ReleaseSpoolWriter(Bob(), b->spool);
+  // Removing one gives the slot back.
+  ASSERT_TRUE(ns_->Unlink(Publisher(), incoming->ino, *incoming->node, ".e1").ok());
+  auto again = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, ".e65", true);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  ns_->ReleaseSpoolWriter(Publisher(), again->spool);
+
+  // Idle expiry (1 s here): every staged spool of the publisher goes, with a
+  // result saying why; a writer still holding one gets EIO on its next write.
+  IncomingLimits limits;
+  limits.idle_timeout = std::chrono::seconds(1);
+  incoming_->SetLimits(limits);
+  auto open = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, "slow.pack", true);
+  ASSERT_FALSE(open.ok()) << "still at 64";
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  std::vector<std::string> names = Names("incoming");
+  EXPECT_EQ(std::count_if(names.begin(), names.end(), [](const std::string& n) { return n.ends_with(".result"); }),
+            65) << "64 expired staged packs and b.pack";
+  EXPECT_TRUE(HasResult(".e2"));
+  EXPECT_NE(ResultOf(".e2").find("nothing written to it for 1 s"), std::string::npos) << ResultOf(".e2");
+  auto slow = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, "slow.pack", true);
+  ASSERT_TRUE(slow.ok()) << slow.status().ToString();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  (void)Names("incoming");
+  Status w = ns_->WriteSpool(slow->spool, bytes.data(), bytes.size(), 0);
+  EXPECT_TRUE(w.Is(Code::kIOError)) << w.ToString();
+  EXPECT_TRUE(HasResult("slow.pack"));
+  ns_->ReleaseSpoolWriter(Publisher(), slow->spool);
+}
+
+// Issue 9.7: alice `cp x .a`; bob `cp evil .b && mv -f .b .a`; alice `mv .a
+// a.pack` committed bob's content as alice. Bob could also rm her pack before
+// her close, rm her .result, rename her pack mid-write. A file in incoming/
+// belongs to its creator; root (and the mounting user) may change it.
+TEST_F(NamespaceTest, APackAndItsResultBelongToTheirCreator) {
+  Apply(AppSpec('z'));  // the hook exists
+  auto incoming = Walk("incoming");
+  ASSERT_TRUE(incoming.ok());
+  Ino in = incoming->ino;
+  const Node& dir = *incoming->node;
+  std::string mine = AppSpec('a').Bytes();
+  ObjectId mine_root = root_;
+  std::string evil = AppSpec('e').Bytes();
+  auto a = ns_->CreateSpool(Publisher(), in, dir, ".a", true);
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(ns_->WriteSpool(a->spool, mine.data(), mine.size(), 0).ok());
+  auto b = ns_->CreateSpool(Bob(), in, dir, ".b", true);
+  ASSERT_TRUE(b.ok());
+  ASSERT_TRUE(ns_->WriteSpool(b->spool, evil.data(), evil.size(), 0).ok());
+  // mv -f .b .a, a create over her name, opening or truncating hers, rm.
+  EXPECT_TRUE(ns_->Rename(Bob(), in, dir, ".b", ".a", false).Is(Code::kPermissionDenied));
+  EXPECT_TRUE(ns_->CreateSpool(Bob(), in, dir, ".a", false).status().Is(Code::kPermissionDenied));
+  auto node_a = Walk("incoming/.a");
+  ASSERT_TRUE(node_a.ok());
+  EXPECT_TRUE(ns_->OpenSpool(Bob(), *node_a->node, true, true).status().Is(Code::kPermissionDenied));
+  EXPECT_TRUE(ns_->TruncateSpool(Bob(), a->spool, 0).Is(Code::kPermissionDenied));
+  EXPECT_TRUE(ns_->Unlink(Bob(), in, dir, ".a").Is(Code::kPermissionDenied));
+  // Renaming her pack (mid-write or not) to publish it.
+  EXPECT_TRUE(ns_->Rename(Bob(), in, dir, ".a", "x.pack", false).Is(Code::kPermissionDenied));
+  EXPECT_TRUE(ns_->FlushSpool(Publisher(), a->spool).ok());
+  ns_->ReleaseSpoolWriter(Publisher(), a->spool);
+  Status v = ns_->Rename(Publisher(), in, dir, ".a", "a.pack", false);
+  ASSERT_TRUE(v.ok()) << v.ToString();
+  auto rel = catalog_->Release(ReleaseRef{*HookName::Make("app"), 2});
+  ASSERT_TRUE(rel.ok()) << rel.status().ToString();
+  EXPECT_EQ(rel->digest, mine_root) << "her content";
+  EXPECT_EQ(rel->published_by, 2000u);
+  // Her result: bob can neither remove it nor publish over it.
+  EXPECT_TRUE(ns_->Unlink(Bob(), in, dir, "a.pack.result").Is(Code::kPermissionDenied));
+  EXPECT_TRUE(HasResult("a.pack"));
+  EXPECT_TRUE(ns_->CreateSpool(Bob(), in, dir, "a.pack", true).status().Is(Code::kPermissionDenied));
+  EXPECT_TRUE(ns_->Rename(Bob(), in, dir, ".b", "a.pack", false).Is(Code::kPermissionDenied));
+  // Root may.
+  EXPECT_TRUE(ns_->Unlink(Root(), in, dir, ".b").ok());
+  EXPECT_TRUE(ns_->Unlink(Root(), in, dir, "a.pack.result").ok());
+  EXPECT_FALSE(HasResult("a.pack"));
+  ns_->ReleaseSpoolWriter(Bob(), b->spool);
+}
+
+// Issue 9.10: alice opened a pack and passed the descriptor to a non-member,
+// whose writes and close committed with the non-member's uid. A pack is
+// published as its creator, whoever writes or closes it.
+TEST_F(NamespaceTest, APackIsPublishedAsItsCreator) {
+  auto incoming = Walk("incoming");
+  ASSERT_TRUE(incoming.ok());
+  std::string bytes = AppSpec('a').Bytes();
+  auto c = ns_->CreateSpool(Publisher(), incoming->ino, *incoming->node, "passed.pack", true);
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(ns_->WriteSpool(c->spool, bytes.data(), bytes.size(), 0).ok());
+  Status v = ns_->FlushSpool(Outsider(), c->spool);  // the descriptor's new holder closes
+  ASSERT_TRUE(v.ok()) << v.ToString();
+  ns_->ReleaseSpoolWriter(Outsider(), c->spool);
+  auto rel = catalog_->Release(ReleaseRef{*HookName::Make("app"), 1});
+  ASSERT_TRUE(rel.ok());
+  EXPECT_EQ(rel->published_by, 2000u);
+  std::string journal;
+  ASSERT_TRUE(catalog_->ReadJournal(0, [&](uint64_t, std::string_view l) {
+    journal += std::string(l) + "\n";
+    return true;
+  }).ok());
+  EXPECT_NE(journal.find("\"uid\":2000"), std::string::npos) << journal;
+  EXPECT_EQ(journal.find("\"uid\":3000"), std::string::npos) << journal;
+}
+
+// Issue 9.8 and 9.9: temporaries are dot-names or CuXXXXXX, at most 64 per
+// user (EDQUOT), only their creator renames or removes them, gone after the
+// TTL; any other non-pointer name is EINVAL (`ln -s ../releases/1 tags/UPPER`).
+TEST_F(NamespaceTest, TemporarySymlinksArePerUserAndOtherNamesAreRefused) {
+  Apply(AppSpec('a'));
+  Make(64u << 20, std::chrono::seconds(1));
+  auto hook = Walk("hooks/app");
+  auto tags = Walk("hooks/app/tags");
+  ASSERT_TRUE(hook.ok() && tags.ok());
+  auto upper = ns_->Symlink(Publisher(), "../releases/1", tags->ino, *tags->node, "UPPER");
+  EXPECT_TRUE(upper.status().Is(Code::kInvalidArgument)) << upper.status().ToString();
+  EXPECT_TRUE(Names("hooks/app/tags").empty());
+  EXPECT_TRUE(ns_->Symlink(Publisher(), "releases/1", hook->ino, *hook->node, "other").status()
+                  .Is(Code::kInvalidArgument));
+  EXPECT_TRUE(ns_->Symlink(Publisher(), "releases/1", hook->ino, *hook->node, "CuABC").status()
+                  .Is(Code::kInvalidArgument)) << "Cu and fewer than six characters is no temporary";
+  for (int i = 0; i < 64; ++i) {
+    auto t = ns_->Symlink(Publisher(), "releases/1", hook->ino, *hook->node, ".t" + std::to_string(i));
+    ASSERT_TRUE(t.ok()) << i << ": " << t.status().ToString();
+  }
+  auto over = ns_->Symlink(Publisher(), "releases/1", hook->ino, *hook->node, "CuOVER64");
+  EXPECT_TRUE(over.status().Is(Code::kQuota)) << over.status().ToString();
+  // Another user (root too) still moves live through a temporary.
+  ASSERT_TRUE(ns_->Symlink(Bob(), "releases/1", hook->ino, *hook->node, "CuBOB123").ok());
+  EXPECT_TRUE(ns_->Rename(Bob(), hook->ino, *hook->node, "CuBOB123", "live", false).ok());
+  // Bob may not take or remove alice's.
+  EXPECT_TRUE(ns_->Rename(Bob(), hook->ino, *hook->node, ".t0", "live", false).Is(Code::kPermissionDenied));
+  EXPECT_TRUE(ns_->Unlink(Bob(), hook->ino, *hook->node, ".t1").Is(Code::kPermissionDenied));
+  EXPECT_TRUE(ns_->Rename(Publisher(), hook->ino, *hook->node, ".t2", "NotTemp", false).Is(Code::kInvalidArgument));
+  EXPECT_TRUE(ns_->Unlink(Publisher(), hook->ino, *hook->node, ".t1").ok());
+  // After the TTL they are gone, and the quota with them.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  EXPECT_FALSE(Walk("hooks/app/.t3").ok());
+  auto after = ns_->Symlink(Publisher(), "../releases/1", tags->ino, *tags->node, ".s");
+  EXPECT_TRUE(after.ok()) << after.status().ToString();
+}
+
+// Issue 9.6: a name with a newline and a fake `<N>` priority must not forge a
+// log line: one escaped line.
+TEST(LogSafeTest, ControlCharactersAreEscaped) {
+  EXPECT_EQ(LogSafe("evil\n<3>2026-11-29T17:40:00.000 info FAKE\r\t\x1b[1m\\"),
+            "evil\\n<3>2026-11-29T17:40:00.000 info FAKE\\r\\t\\x1b[1m\\\\");
+  EXPECT_EQ(LogSafe("app-1.pack"), "app-1.pack");
+  EXPECT_EQ(LogSafe(std::string("a\0b", 3)), "a\\x00b");
+  EXPECT_EQ(LogSafe("\x7f"), "\\x7f");
 }
 
 // Issue 8 (e): a missing object that a release names is damage: EIO (logged),

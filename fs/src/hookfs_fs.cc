@@ -121,14 +121,23 @@ Caller CallerOf(fuse_req_t req) {
   c.uid = ctx->uid;
   c.gid = ctx->gid;
   c.pid = static_cast<uint32_t>(ctx->pid);
-  c.groups = [req] {
+  c.groups = [req, uid = c.uid] {
     std::vector<gid_t> groups(64);
     int n = fuse_req_getgroups(req, static_cast<int>(groups.size()), groups.data());
     if (n > static_cast<int>(groups.size())) {
       groups.resize(static_cast<size_t>(n));
       n = fuse_req_getgroups(req, n, groups.data());
     }
-    groups.resize(n < 0 ? 0 : std::min<size_t>(static_cast<size_t>(n), groups.size()));
+    if (n < 0) {
+      // /proc could not be read (no descriptor left, the process is gone):
+      // the groups this uid had at its last successful check (issue 9.1).
+      auto known = RememberedGroups(uid);
+      spdlog::warn("uid {}: cannot read supplementary groups ({}): using {}", uid, std::strerror(-n),
+                   known ? "the last ones read" : "none");
+      return known ? *known : std::vector<gid_t>{};
+    }
+    groups.resize(std::min<size_t>(static_cast<size_t>(n), groups.size()));
+    RememberGroups(uid, groups);
     return groups;
   };
   return c;
@@ -245,6 +254,8 @@ void HookFs::Attach(Store* store, Ledger* ledger, Incoming* incoming) {
   catalog_ = std::make_unique<LedgerCatalog>(ledger);
   NamespaceOptions no;
   no.policy = options_.policy;
+  no.max_temp_links_per_user = options_.max_temp_links_per_user;
+  no.temp_link_ttl = options_.temp_link_ttl;
   no.after_publish = options_.after_publish;
   ns_ = std::make_unique<Namespace>(std::move(no), store, catalog_.get(), incoming, notifier_.get());
   publish_ = std::make_unique<PublishQueue>(options_.publish_workers, options_.publish_queue);

@@ -42,6 +42,9 @@ struct FsOptions {
   // Threads that write incoming/ spools, and writes (<= 1 MiB each) queued.
   size_t spool_writers = 2;
   size_t spool_write_queue = 16;
+  // Temporary symlinks per user and their TTL (NamespaceOptions).
+  size_t max_temp_links_per_user = 64;
+  std::chrono::seconds temp_link_ttl{600};
 };
 
 class HookFs {

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "hookfs/namespace.h"
 #include "hookfs/tree.h"
 
 namespace hookfs::fs {
@@ -21,14 +22,38 @@ namespace {
 constexpr std::string_view kResultSuffix = ".result";
 }
 
+// ---- SpoolCounts -----------------------------------------------------------
+
+void SpoolCounts::Add(uid_t uid) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++n_[uid];
+}
+
+void SpoolCounts::Drop(uid_t uid) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = n_.find(uid);
+  if (it != n_.end() && --it->second == 0) n_.erase(it);
+}
+
+size_t SpoolCounts::Of(uid_t uid) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = n_.find(uid);
+  return it == n_.end() ? 0 : it->second;
+}
+
 // ---- Spool ----------------------------------------------------------------
 
-Spool::Spool(std::string path, int fd, uint64_t serial, uid_t owner, gid_t group)
+Spool::Spool(std::string path, int fd, uint64_t serial, uid_t owner, gid_t group,
+             std::shared_ptr<SpoolCounts> counts)
     : path_(std::move(path)), fd_(fd), serial_(serial), owner_(owner), group_(group),
-      mtime_(std::time(nullptr)) {}
+      mtime_(std::time(nullptr)), counts_(std::move(counts)) {
+  Touch();
+  if (counts_) counts_->Add(owner_);
+}
 
 Result<std::shared_ptr<Spool>> Spool::Create(const std::string& staging_dir, uint64_t serial,
-                                             uid_t owner, gid_t group) {
+                                             uid_t owner, gid_t group,
+                                             std::shared_ptr<SpoolCounts> counts) {
   std::string path = staging_dir + "/fs-spool-" + std::to_string(getpid()) + "-" +
                      std::to_string(serial) + ".pack";
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -41,12 +66,13 @@ Result<std::shared_ptr<Spool>> Spool::Create(const std::string& staging_dir, uin
     ::unlink(path.c_str());
     return Status::FromErrno(err, "lock spool " + path);
   }
-  return std::shared_ptr<Spool>(new Spool(std::move(path), fd, serial, owner, group));
+  return std::shared_ptr<Spool>(new Spool(std::move(path), fd, serial, owner, group, std::move(counts)));
 }
 
 Spool::~Spool() {
   ::unlink(path_.c_str());
   ::close(fd_);
+  if (counts_) counts_->Drop(owner_);
 }
 
 Status Spool::Write(const void* data, size_t n, off_t off) {
@@ -62,12 +88,14 @@ Status Spool::Write(const void* data, size_t n, off_t off) {
     off += w;
   }
   mtime_ = std::time(nullptr);
+  Touch();
   return Status::OK();
 }
 
 Status Spool::Truncate(off_t size) {
   if (::ftruncate(fd_, size) != 0) return Status::FromErrno(errno, "truncate spool");
   mtime_ = std::time(nullptr);
+  Touch();
   return Status::OK();
 }
 
@@ -106,6 +134,7 @@ Status Incoming::Init() {
     }
     ::closedir(dir);
   }
+  KeepReserve();
   return Status::OK();
 }
 
@@ -140,15 +169,33 @@ std::string Incoming::NameOf(const std::shared_ptr<Spool>& spool) const {
 }
 
 Result<std::shared_ptr<Spool>> Incoming::Create(const std::string& name, bool excl, uid_t owner,
-                                                gid_t group) {
+                                                gid_t group, bool admin) {
   HOOKFS_RETURN_IF_ERROR(ValidatePackName(name));
+  ExpireIdle();
+  if (!admin) {
+    if (auto ro = ResultOwner(name); ro && *ro != owner) {
+      return Status::PermissionDenied("incoming/" + name + ".result belongs to uid " + std::to_string(*ro));
+    }
+  }
+  // Each spool holds a descriptor and staging space in the daemon until its
+  // last handle goes: bounded per user (DESIGN.md §4).
+  if (counts_->Of(owner) >= limits_.max_packs_per_user) {
+    spdlog::warn("EDQUOT: uid {} may not create incoming/{}: {} open or staged packs (max_packs_per_user)",
+                 owner, name, limits_.max_packs_per_user);
+    return Status::Quota("uid " + std::to_string(owner) + " has " +
+                         std::to_string(limits_.max_packs_per_user) + " open or staged packs");
+  }
   std::shared_ptr<Spool> displaced;
   std::shared_ptr<Spool> spool;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = spools_.find(name);
     if (it != spools_.end() && excl) return Status::Exists("incoming/" + name + " exists");
-    auto created = Spool::Create(staging_dir_, next_serial_++, owner, group);
+    if (it != spools_.end() && !admin && it->second->owner() != owner) {
+      return Status::PermissionDenied("incoming/" + name + " belongs to uid " +
+                                      std::to_string(it->second->owner()));
+    }
+    auto created = Spool::Create(staging_dir_, next_serial_++, owner, group, counts_);
     if (!created.ok()) return created.status();
     spool = *created;
     if (it != spools_.end()) displaced = it->second;
@@ -168,6 +215,52 @@ void Incoming::Displace(const std::shared_ptr<Spool>& spool, const std::string& 
   spdlog::warn("incoming/{}: replaced while still being written; the earlier writer gets EIO", name);
 }
 
+void Incoming::ExpireIdle() {
+  auto now = std::chrono::steady_clock::now();
+  std::vector<std::pair<std::string, std::shared_ptr<Spool>>> idle;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [name, spool] : spools_) {
+      if (now - spool->last_active() >= limits_.idle_timeout) idle.emplace_back(name, spool);
+    }
+  }
+  for (const auto& [name, spool] : idle) {
+    // Busy (an apply or a write in progress): not idle. Never wait here.
+    std::unique_lock<std::mutex> lock(spool->mu, std::try_to_lock);
+    if (!lock.owns_lock() || spool->consumed) continue;
+    if (std::chrono::steady_clock::now() - spool->last_active() < limits_.idle_timeout) continue;
+    (void)Expire(spool, name);
+  }
+}
+
+// Called with spool->mu held.
+Status Incoming::Expire(const std::shared_ptr<Spool>& spool, const std::string& name) {
+  ApplyReport report;
+  report.pack = name;
+  report.status = Status::Malformed("nothing written to it for " +
+                                    std::to_string(limits_.idle_timeout.count()) +
+                                    " s: rejected, nothing applied");
+  spool->consumed = true;
+  spool->expired = true;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = spools_.find(name);
+    if (it != spools_.end() && it->second == spool) spools_.erase(it);
+  }
+  (void)spool->Truncate(0);  // its space comes back now; the fd goes with its last handle
+  ::unlink(spool->path().c_str());
+  spdlog::warn("incoming/{}: uid {}: {}", name, spool->owner(), report.status.ToString());
+  Status ws = WriteResult(name, report.ToJson().dump(2) + "\n", spool->owner());
+  if (!ws.ok()) spdlog::error("incoming/{}: writing {}.result: {}", name, name, ws.ToString());
+  return report.status;
+}
+
+std::optional<uid_t> Incoming::ResultOwner(const std::string& pack_name) const {
+  auto rs = StatResult(pack_name + std::string(kResultSuffix));
+  if (!rs.ok()) return std::nullopt;
+  return rs->uid;
+}
+
 Status Incoming::Remove(const std::string& name) {
   std::shared_ptr<Spool> spool;
   {
@@ -182,17 +275,32 @@ Status Incoming::Remove(const std::string& name) {
   return Status::OK();
 }
 
-Status Incoming::Rename(const std::string& from, const std::string& to, bool noreplace,
-                        const Actor& who) {
+Status Incoming::Rename(const std::string& from, const std::string& to, bool noreplace, uid_t caller,
+                        bool admin) {
   HOOKFS_RETURN_IF_ERROR(ValidatePackName(to));
+  if (!admin) {
+    if (auto ro = ResultOwner(to); ro && *ro != caller) {
+      return Status::PermissionDenied("incoming/" + to + ".result belongs to uid " + std::to_string(*ro));
+    }
+  }
   std::shared_ptr<Spool> spool;
   std::shared_ptr<Spool> displaced;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = spools_.find(from);
     if (it == spools_.end()) return Status::NotFound("incoming/" + from);
-    if (from == to) return Status::OK();
     auto dst = spools_.find(to);
+    // A pack belongs to its creator: another publisher may neither move it
+    // nor replace it (DESIGN.md §4).
+    if (!admin && it->second->owner() != caller) {
+      return Status::PermissionDenied("incoming/" + from + " belongs to uid " +
+                                      std::to_string(it->second->owner()));
+    }
+    if (!admin && dst != spools_.end() && dst->second->owner() != caller) {
+      return Status::PermissionDenied("incoming/" + to + " belongs to uid " +
+                                      std::to_string(dst->second->owner()));
+    }
+    if (from == to) return Status::OK();
     if (noreplace && dst != spools_.end()) return Status::Exists("incoming/" + to + " exists");
     spool = it->second;
     if (dst != spools_.end()) {
@@ -209,7 +317,7 @@ Status Incoming::Rename(const std::string& from, const std::string& to, bool nor
   std::lock_guard<std::mutex> lock(spool->mu);
   if (spool->consumed) return Status::NotFound("incoming/" + from);
   spool->dirty = false;
-  return Publish(spool, to, who);
+  return Publish(spool, to, ActorForUid(spool->owner()));  // published as its creator
 }
 
 Status Incoming::FlushPublish(const std::shared_ptr<Spool>& spool, const std::string& name,
@@ -261,6 +369,10 @@ Status Incoming::Publish(const std::shared_ptr<Spool>& spool, const std::string&
     json = std::string("{\"error\": \"cannot render report\"}\n");
     spdlog::error("incoming/{}: rendering the report: {}", name, e.what());
   }
+  // The spool's bytes go first: on a full disk they are what makes room for
+  // the result (the descriptor lives on until the last handle goes).
+  (void)spool->Truncate(0);
+  ::unlink(spool->path().c_str());
   Status ws = WriteResult(name, json, who.uid);
   if (!ws.ok()) spdlog::error("incoming/{}: writing {}.result: {}", name, name, ws.ToString());
 
@@ -274,7 +386,6 @@ Status Incoming::Publish(const std::shared_ptr<Spool>& spool, const std::string&
     }
   }
   spool->consumed = true;
-  ::unlink(spool->path().c_str());  // free the space now; the fd dies with the last handle
 
   for (const ReleaseOutcome& r : report.releases) {
     switch (r.kind) {
@@ -299,7 +410,37 @@ Status Incoming::Publish(const std::shared_ptr<Spool>& spool, const std::string&
   return verdict;
 }
 
+// A few blocks kept aside in results/ so that a verdict can be written on a
+// full disk (DESIGN.md §4: a full disk gives ENOSPC with a .result).
+constexpr size_t kResultReserve = 256 * 1024;
+
+void Incoming::KeepReserve() {
+  std::string path = results_dir_ + "/.reserve";
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return;
+  struct stat st{};
+  if (::fstat(fd, &st) == 0 && static_cast<size_t>(st.st_blocks) * 512 < kResultReserve) {
+    int rc = ::posix_fallocate(fd, 0, kResultReserve);
+    if (rc != 0) {
+      (void)::ftruncate(fd, 0);  // no room: try again after the next verdict
+      spdlog::debug("{}: {}", path, std::strerror(rc));
+    }
+  }
+  ::close(fd);
+}
+
 Status Incoming::WriteResult(const std::string& name, const std::string& json, uid_t owner) {
+  Status s = WriteResultOnce(name, json, owner);
+  if (s.Is(Code::kNoSpace)) {
+    // Full: give back the reserve and try once more.
+    ::unlink((results_dir_ + "/.reserve").c_str());
+    s = WriteResultOnce(name, json, owner);
+  }
+  KeepReserve();
+  return s;
+}
+
+Status Incoming::WriteResultOnce(const std::string& name, const std::string& json, uid_t owner) {
   std::string tmp = results_dir_ + "/.tmp-" + std::to_string(next_serial_++);
   std::string final_path = results_dir_ + "/" + name + std::string(kResultSuffix);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -321,7 +462,12 @@ Status Incoming::WriteResult(const std::string& name, const std::string& json, u
       spdlog::debug("chown {}: {}", tmp, std::strerror(errno));
     }
   }
-  if (::fsync(fd) != 0) spdlog::debug("fsync {}: {}", tmp, std::strerror(errno));
+  if (::fsync(fd) != 0) {
+    int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return Status::FromErrno(err, "fsync " + tmp);
+  }
   ::close(fd);
   if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
     int err = errno;
@@ -332,7 +478,9 @@ Status Incoming::WriteResult(const std::string& name, const std::string& json, u
 }
 
 Result<ResultStat> Incoming::StatResult(const std::string& name) const {
-  if (!IsResultName(name) || name.find('/') != std::string::npos || name[0] == '.') {
+  // Dot-named results (of staged packs that expired) are shown too; the
+  // daemon's own files in results/ (.tmp-N, .reserve) never end in .result.
+  if (!IsResultName(name) || name.find('/') != std::string::npos) {
     return Status::NotFound("incoming/" + name);
   }
   struct stat st{};
@@ -349,7 +497,7 @@ Result<ResultStat> Incoming::StatResult(const std::string& name) const {
 }
 
 Result<int> Incoming::OpenResult(const std::string& name) const {
-  if (!IsResultName(name) || name[0] == '.') return Status::NotFound("incoming/" + name);
+  if (!IsResultName(name) || name.find('/') != std::string::npos) return Status::NotFound("incoming/" + name);
   std::string path = results_dir_ + "/" + name;
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) return Status::FromErrno(errno, "open " + path);
@@ -357,13 +505,14 @@ Result<int> Incoming::OpenResult(const std::string& name) const {
 }
 
 Status Incoming::RemoveResult(const std::string& name) {
-  if (!IsResultName(name) || name[0] == '.') return Status::NotFound("incoming/" + name);
+  if (!IsResultName(name) || name.find('/') != std::string::npos) return Status::NotFound("incoming/" + name);
   std::string path = results_dir_ + "/" + name;
   if (::unlink(path.c_str()) != 0) return Status::FromErrno(errno, "rm " + path);
   return Status::OK();
 }
 
-std::vector<IncomingEntry> Incoming::List() const {
+std::vector<IncomingEntry> Incoming::List() {
+  ExpireIdle();
   std::vector<IncomingEntry> out;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -372,7 +521,7 @@ std::vector<IncomingEntry> Incoming::List() const {
   if (DIR* dir = ::opendir(results_dir_.c_str())) {
     while (dirent* de = ::readdir(dir)) {
       std::string n = de->d_name;
-      if (n.empty() || n[0] == '.' || !IsResultName(n)) continue;
+      if (!IsResultName(n)) continue;
       out.push_back(IncomingEntry{std::move(n), true, nullptr});
     }
     ::closedir(dir);

@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,10 +33,31 @@
 
 namespace hookfs::fs {
 
+// Live spools per creator: a Spool counts from its creation until its last
+// handle goes (listed, staged, or unlisted but still open: each holds a
+// descriptor in the daemon). Thread-safe.
+class SpoolCounts {
+ public:
+  void Add(uid_t uid);
+  void Drop(uid_t uid);
+  size_t Of(uid_t uid) const;
+
+ private:
+  mutable std::mutex mu_;  // leaf lock
+  std::map<uid_t, size_t> n_;
+};
+
+// What one publisher may hold in incoming/ (DESIGN.md §4, docs/security.md).
+struct IncomingLimits {
+  size_t max_packs_per_user = 64;               // -o max_packs_per_user=N
+  std::chrono::seconds idle_timeout{600};       // -o pack_idle_timeout=SECONDS
+};
+
 class Spool {
  public:
   static Result<std::shared_ptr<Spool>> Create(const std::string& staging_dir, uint64_t serial,
-                                               uid_t owner, gid_t group);
+                                               uid_t owner, gid_t group,
+                                               std::shared_ptr<SpoolCounts> counts = nullptr);
   ~Spool();
   Spool(const Spool&) = delete;
   Spool& operator=(const Spool&) = delete;
@@ -50,6 +72,11 @@ class Spool {
   uid_t owner() const { return owner_; }
   gid_t group() const { return group_; }
   int64_t mtime() const { return mtime_; }
+  // When it was last created, written or truncated (idle expiry).
+  std::chrono::steady_clock::time_point last_active() const {
+    return std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(last_active_.load()));
+  }
+  void Touch() { last_active_.store(std::chrono::steady_clock::now().time_since_epoch().count()); }
 
   // Open-for-write handles (create, open O_WRONLY/O_RDWR).
   void AddWriter() { writers_.fetch_add(1); }
@@ -65,9 +92,11 @@ class Spool {
   bool consumed = false;   // applied, removed or displaced (guarded by mu)
   bool displaced = false;  // its name was taken by another create or rename
                            // before its verdict: its writer gets an error (guarded by mu)
+  bool expired = false;    // nobody wrote to it for the idle timeout: rejected (guarded by mu)
 
  private:
-  Spool(std::string path, int fd, uint64_t serial, uid_t owner, gid_t group);
+  Spool(std::string path, int fd, uint64_t serial, uid_t owner, gid_t group,
+        std::shared_ptr<SpoolCounts> counts);
   std::string path_;
   int fd_;
   uint64_t serial_;
@@ -75,6 +104,8 @@ class Spool {
   gid_t group_;
   int64_t mtime_;
   std::atomic<int> writers_{0};
+  std::atomic<int64_t> last_active_{0};
+  std::shared_ptr<SpoolCounts> counts_;
 };
 
 struct IncomingEntry {
@@ -94,6 +125,8 @@ class Incoming {
  public:
   Incoming(Ledger* ledger, std::string staging_dir, std::string results_dir);
   Status Init();
+  void SetLimits(const IncomingLimits& limits) { limits_ = limits; }
+  const IncomingLimits& limits() const { return limits_; }
 
   static bool IsStaging(const std::string& name) { return !name.empty() && name[0] == '.'; }
   static bool IsResultName(const std::string& name);
@@ -103,12 +136,23 @@ class Incoming {
   std::shared_ptr<Spool> Find(const std::string& name) const;
   // A new spool under `name`. Unless `excl`, it replaces one of the same name,
   // which is then displaced: its writer's writes and close fail (EIO).
-  Result<std::shared_ptr<Spool>> Create(const std::string& name, bool excl, uid_t owner, gid_t group);
+  // A spool or NAME.result of another user is not replaced unless `admin`
+  // (PermissionDenied); past limits().max_packs_per_user live spools of
+  // `owner`: Quota (EDQUOT), logged.
+  Result<std::shared_ptr<Spool>> Create(const std::string& name, bool excl, uid_t owner, gid_t group,
+                                        bool admin = false);
+  // Rejects every listed spool nobody wrote to for limits().idle_timeout:
+  // result written, name gone, its writer's next write fails. Runs at every
+  // create and listing of incoming/. A spool busy in an apply is skipped.
+  void ExpireIdle();
+  // The uid owning NAME.result, if it exists.
+  std::optional<uid_t> ResultOwner(const std::string& pack_name) const;
   // Removes the spool `name` (rm). NotFound if absent.
   Status Remove(const std::string& name);
   // Renames a spool (displacing a spool under `to`). Publishes when `to` is
-  // not dot-named: the verdict.
-  Status Rename(const std::string& from, const std::string& to, bool noreplace, const Actor& who);
+  // not dot-named, as the spool's creator: the verdict. Unless `admin`, the
+  // caller must own the spool, any spool under `to` and `to`.result.
+  Status Rename(const std::string& from, const std::string& to, bool noreplace, uid_t caller, bool admin);
   // Applies the spool under `name` if it is dirty and not dot-named. The
   // verdict (OK, Malformed, NoSpace, IOError) is the flush's answer.
   Status FlushPublish(const std::shared_ptr<Spool>& spool, const std::string& name, const Actor& who);
@@ -126,15 +170,21 @@ class Incoming {
   Result<int> OpenResult(const std::string& name) const;  // read-only fd
   Status RemoveResult(const std::string& name);
 
-  std::vector<IncomingEntry> List() const;
+  std::vector<IncomingEntry> List();
   size_t active_spools() const;
 
  private:
   Status Publish(const std::shared_ptr<Spool>& spool, const std::string& name, const Actor& who);
   Status WriteResult(const std::string& name, const std::string& json, uid_t owner);
+  Status WriteResultOnce(const std::string& name, const std::string& json, uid_t owner);
+  void KeepReserve();
   static void Displace(const std::shared_ptr<Spool>& spool, const std::string& name);
 
+  Status Expire(const std::shared_ptr<Spool>& spool, const std::string& name);
+
   Ledger* ledger_;
+  IncomingLimits limits_;
+  std::shared_ptr<SpoolCounts> counts_ = std::make_shared<SpoolCounts>();
   std::string staging_dir_;
   std::string results_dir_;
   // Guards spools_ only; taken after Spool::mu, never before it.

@@ -1,4 +1,5 @@
 #include "lifecycle.h"
+#include "log_safe.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -7,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <climits>
 #include <cstdlib>
 #include <cstdio>
@@ -118,6 +120,19 @@ Result<MountOptions> ParseMountOptions(const std::vector<std::string>& lists) {
         mo.publish_group = opt.substr(14);
       } else if (opt.rfind("run_group=", 0) == 0) {
         mo.run_group = opt.substr(10);
+      } else if (auto eq = opt.find('='); eq != std::string::npos &&
+                 (opt.compare(0, eq, "max_packs_per_user") == 0 || opt.compare(0, eq, "pack_idle_timeout") == 0 ||
+                  opt.compare(0, eq, "max_temp_links_per_user") == 0 || opt.compare(0, eq, "temp_link_ttl") == 0)) {
+        std::string key = opt.substr(0, eq), val = opt.substr(eq + 1);
+        unsigned long v = 0;
+        auto [p, ec] = std::from_chars(val.data(), val.data() + val.size(), v);
+        if (ec != std::errc() || p != val.data() + val.size() || v == 0 || v > 1000000) {
+          return Status::InvalidArgument("-o " + opt + ": a number from 1 to 1000000");
+        }
+        if (key == "max_packs_per_user") mo.max_packs_per_user = v;
+        else if (key == "pack_idle_timeout") mo.pack_idle_timeout = static_cast<unsigned>(v);
+        else if (key == "max_temp_links_per_user") mo.max_temp_links_per_user = v;
+        else mo.temp_link_ttl = static_cast<unsigned>(v);
       } else if (opt == "default_permissions") {
         // always on
       } else if (opt == "ro") {
@@ -246,6 +261,16 @@ class SdPriority final : public spdlog::custom_flag_formatter {
   }
   std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<SdPriority>(); }
 };
+// "%~": the message with control characters escaped (LogSafe): a user-chosen
+// name can never start a line of its own (issue 9.6).
+class SafePayload final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+    std::string safe = LogSafe(std::string_view(msg.payload.data(), msg.payload.size()));
+    dest.append(safe.data(), safe.data() + safe.size());
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<SafePayload>(); }
+};
 }  // namespace
 
 void SetupLogging(bool journal) {
@@ -253,12 +278,14 @@ void SetupLogging(bool journal) {
   if (journal) {
     logger = std::make_shared<spdlog::logger>("hookfs", std::make_shared<spdlog::sinks::stderr_sink_mt>());
     auto f = std::make_unique<spdlog::pattern_formatter>();
-    f->add_flag<SdPriority>('*').set_pattern("%*%v");
+    f->add_flag<SdPriority>('*').add_flag<SafePayload>('~').set_pattern("%*%~");
     logger->set_formatter(std::move(f));
   } else {
     logger = std::make_shared<spdlog::logger>("hookfs",
                                               std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
-    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+    auto f = std::make_unique<spdlog::pattern_formatter>();
+    f->add_flag<SafePayload>('~').set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %~");
+    logger->set_formatter(std::move(f));
   }
   logger->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(std::move(logger));

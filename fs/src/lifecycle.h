@@ -27,6 +27,11 @@ struct MountOptions {
   std::optional<std::string> publish_group;
   std::optional<std::string> run_group;
   std::vector<std::string> fuse;  // passed to libfuse as they are
+  // Per-user bounds (DESIGN.md §4, docs/security.md); unset: the defaults.
+  std::optional<size_t> max_packs_per_user;        // max_packs_per_user=N (64)
+  std::optional<unsigned> pack_idle_timeout;       // pack_idle_timeout=SECONDS (600)
+  std::optional<size_t> max_temp_links_per_user;   // max_temp_links_per_user=N (64)
+  std::optional<unsigned> temp_link_ttl;           // temp_link_ttl=SECONDS (600)
 };
 
 // Parses the comma-separated -o lists.

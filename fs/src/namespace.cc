@@ -20,10 +20,18 @@ namespace hookfs::fs {
 namespace {
 
 constexpr double kForever = 86400.0;
-constexpr size_t kMaxPending = 4096;
-constexpr auto kPendingTtl = std::chrono::minutes(10);
+// A bound on all temporaries together, whatever the per-user limit says.
+constexpr size_t kMaxPending = 65536;
 
 constexpr const char* kHookEntries[] = {"hook.json", "live", "history", "releases", "tags", "runs"};
+
+// DESIGN.md §2: a temporary symlink is dot-named or coreutils ln's
+// temporary (`Cu` and six more characters); nothing else is one.
+bool IsTemporaryName(std::string_view name) {
+  if (name.empty() || name == "." || name == "..") return false;
+  if (name[0] == '.') return true;
+  return name.size() == 8 && name.substr(0, 2) == "Cu";
+}
 
 bool IsFixedHookEntry(std::string_view name) {
   for (const char* n : kHookEntries) {
@@ -436,8 +444,10 @@ Result<Node> Namespace::Child(Ino dir_ino, const Node& dir, std::string_view sv)
 // Symlinks made by `ln -sfn` that wait for their rename over live or a tag.
 void Namespace::AppendPending(Ino dir_ino, const Node& dir, bool in_tags, std::vector<Node>* out) {
   std::lock_guard<std::mutex> lock(pending_mu_);
+  auto now = std::chrono::steady_clock::now();
   for (const auto& [k, p] : pending_) {
     if (k.hook != dir.hook() || k.in_tags != in_tags) continue;
+    if (now - p.created > options_.temp_link_ttl) continue;
     Node c;
     c.kind = Kind::kPending;
     c.parent = dir_ino;
@@ -698,21 +708,37 @@ std::optional<Namespace::Pending> Namespace::TakePending(const PendingKey& k, bo
   std::lock_guard<std::mutex> lock(pending_mu_);
   auto it = pending_.find(k);
   if (it == pending_.end()) return std::nullopt;
+  if (std::chrono::steady_clock::now() - it->second.created > options_.temp_link_ttl) {
+    pending_.erase(it);  // vanished: older than the TTL
+    return std::nullopt;
+  }
   Pending p = it->second;
   if (erase) pending_.erase(it);
   return p;
 }
 
-Status Namespace::AddPending(const PendingKey& k, std::string target) {
+Status Namespace::AddPending(const PendingKey& k, std::string target, uid_t owner) {
   std::lock_guard<std::mutex> lock(pending_mu_);
   auto now = std::chrono::steady_clock::now();
+  size_t mine = 0;
   for (auto it = pending_.begin(); it != pending_.end();) {
-    if (now - it->second.created > kPendingTtl) it = pending_.erase(it);
-    else ++it;
+    if (now - it->second.created > options_.temp_link_ttl) {
+      it = pending_.erase(it);
+    } else {
+      mine += it->second.owner == owner;
+      ++it;
+    }
   }
   if (pending_.count(k)) return Status::Exists(k.name);
-  if (pending_.size() >= kMaxPending) return Status::NoSpace("too many pending symlinks");
-  pending_[k] = Pending{std::move(target), now};
+  // Per user (DESIGN.md §4): one publisher's temporaries never block another's.
+  if (mine >= options_.max_temp_links_per_user) {
+    spdlog::warn("EDQUOT: uid {} may not create {}/{}{}: {} temporary symlinks (max_temp_links_per_user)",
+                 owner, k.hook.str(), k.in_tags ? "tags/" : "", k.name, mine);
+    return Status::Quota("uid " + std::to_string(owner) + " has " + std::to_string(mine) +
+                         " temporary symlinks");
+  }
+  if (pending_.size() >= kMaxPending) return Status::NoSpace("too many temporary symlinks");
+  pending_[k] = Pending{std::move(target), now, owner};
   return Status::OK();
 }
 
@@ -766,13 +792,25 @@ Status Namespace::Unlink(const Caller& who, Ino parent, const Node& dir, std::st
   switch (dir.kind) {
     case Kind::kIncomingDir: {
       HOOKFS_RETURN_IF_ERROR(options_.policy.Check(who, Right::kPublish, "remove from incoming/"));
-      if (incoming_->Find(name)) return incoming_->Remove(name);
+      const bool admin = options_.policy.IsAdmin(who);
+      if (auto spool = incoming_->Find(name)) {
+        if (!admin && spool->owner() != who.uid) return NotYours(who, "incoming/" + name, spool->owner());
+        return incoming_->Remove(name);
+      }
+      if (!admin) {
+        auto rs = incoming_->StatResult(name);
+        if (rs.ok() && rs->uid != who.uid) return NotYours(who, "incoming/" + name, rs->uid);
+      }
       return incoming_->RemoveResult(name);
     }
     case Kind::kTagsDir: case Kind::kHookDir: {
       bool in_tags = dir.kind == Kind::kTagsDir;
       HOOKFS_RETURN_IF_ERROR(options_.policy.Check(who, Right::kPublish, "move pointers"));
-      if (TakePending(PendingKey{dir.hook(), in_tags, name}, true)) return Status::OK();
+      if (auto p = TakePending(PendingKey{dir.hook(), in_tags, name}, false)) {
+        if (!MayTouchPending(who, *p)) return NotYours(who, dir.hook().str() + "/" + name, p->owner);
+        TakePending(PendingKey{dir.hook(), in_tags, name}, true);
+        return Status::OK();
+      }
       if (!in_tags) {
         if (IsFixedHookEntry(name)) return Status::NotPermitted(name + " cannot be removed");
         return Status::NotFound(name);
@@ -807,10 +845,18 @@ Result<Entry> Namespace::Symlink(const Caller& who, std::string_view link, Ino p
   if (direct) {
     // `ln -s releases/2 live` on a hook without live, `ln -s ../releases/2 tags/stable`.
     HOOKFS_RETURN_IF_ERROR(CommitPointer(who, parent, dir, name, std::string(link)));
-  } else {
-    // A temporary name (ln -sfn's CuXXXXXX): held until renamed over the pointer.
+  } else if (IsTemporaryName(name)) {
+    // A temporary (ln -sfn's CuXXXXXX, a dot-name): held until renamed over
+    // the pointer, or until it expires.
     HOOKFS_RETURN_IF_ERROR(ValidateEntryName(name));
-    HOOKFS_RETURN_IF_ERROR(AddPending(PendingKey{dir.hook(), in_tags, name}, std::string(link)));
+    HOOKFS_RETURN_IF_ERROR(AddPending(PendingKey{dir.hook(), in_tags, name}, std::string(link), who.uid));
+  } else {
+    // DESIGN.md §2: not live, not a valid tag name, not a temporary.
+    spdlog::info("EINVAL: uid {}: symlink {}/{}{}: not {} nor a temporary name", who.uid, dir.hook().str(),
+                 in_tags ? "tags/" : "", name, in_tags ? "a valid tag name" : "live");
+    return Status::InvalidArgument("'" + name + "': " +
+                                   (in_tags ? "a tag name follows the hook-name rule [a-z0-9][a-z0-9._-]{0,63}"
+                                            : "only live, or a temporary (.NAME, CuXXXXXX), is a symlink here"));
   }
   HOOKFS_ASSIGN_OR_RETURN(Node c, Child(parent, dir, name));
   return Bind(std::move(c));
@@ -826,7 +872,8 @@ Status Namespace::Rename(const Caller& who, Ino parent, const Node& dir, std::st
         if (incoming_->StatResult(name).ok()) return Status::NotPermitted("a result cannot be renamed");
         return Status::NotFound("incoming/" + name);
       }
-      Status s = incoming_->Rename(name, newname, noreplace, ActorOf(who));
+      Status s = incoming_->Rename(name, newname, noreplace, who.uid, options_.policy.IsAdmin(who));
+      if (s.Is(Code::kPermissionDenied)) spdlog::warn("EACCES: uid {}: rename incoming/{}: {}", who.uid, name, s.message());
       if (!Incoming::IsStaging(newname)) AfterPublish(newname);
       return s;
     }
@@ -846,12 +893,25 @@ Status Namespace::Rename(const Caller& who, Ino parent, const Node& dir, std::st
       if (!dst_pointer) {
         if (dst_exists && dst->kind != Kind::kPending) return Status::NotPermitted(newname);
         if (src.kind != Kind::kPending) return Status::InvalidArgument("a tag renamed to a non-tag name");
+        if (!IsTemporaryName(newname)) {
+          return Status::InvalidArgument("'" + newname + "': neither a pointer nor a temporary name");
+        }
         // Pending to pending: just a new temporary name.
-        auto p = TakePending(PendingKey{dir.hook(), in_tags, name}, true);
+        auto p = TakePending(PendingKey{dir.hook(), in_tags, name}, false);
         if (!p) return Status::NotFound(name);
-        TakePending(PendingKey{dir.hook(), in_tags, newname}, true);
+        if (!MayTouchPending(who, *p)) return NotYours(who, dir.hook().str() + "/" + name, p->owner);
+        if (dst_exists) {
+          auto d = TakePending(PendingKey{dir.hook(), in_tags, newname}, false);
+          if (d && !MayTouchPending(who, *d)) return NotYours(who, dir.hook().str() + "/" + newname, d->owner);
+        }
         HOOKFS_RETURN_IF_ERROR(ValidateEntryName(newname));
-        return AddPending(PendingKey{dir.hook(), in_tags, newname}, p->target);
+        TakePending(PendingKey{dir.hook(), in_tags, name}, true);
+        TakePending(PendingKey{dir.hook(), in_tags, newname}, true);
+        return AddPending(PendingKey{dir.hook(), in_tags, newname}, p->target, p->owner);
+      }
+      if (src.kind == Kind::kPending) {
+        auto p = TakePending(PendingKey{dir.hook(), in_tags, name}, false);
+        if (p && !MayTouchPending(who, *p)) return NotYours(who, dir.hook().str() + "/" + name, p->owner);
       }
       HOOKFS_RETURN_IF_ERROR(CommitPointer(who, parent, dir, newname, Target(src)));
       if (src.kind == Kind::kPending) {
@@ -880,6 +940,14 @@ void Namespace::AfterPublish(const std::string& pack_name) {
 
 // ---- incoming/ ------------------------------------------------------------------
 
+// A pack, result or temporary of another user (DESIGN.md §4: it belongs to
+// its creator).
+Status Namespace::NotYours(const Caller& who, const std::string& name, uid_t owner) {
+  std::string msg = name + " belongs to uid " + std::to_string(owner);
+  spdlog::warn("EACCES: uid {} may not change {}", who.uid, msg);
+  return Status::PermissionDenied(std::move(msg));
+}
+
 std::shared_ptr<Spool> Namespace::SpoolOf(const Node& n) const {
   auto spool = incoming_->Find(n.name);
   if (!spool || spool->serial() != n.serial) return nullptr;
@@ -895,7 +963,8 @@ Result<Namespace::CreatedSpool> Namespace::CreateSpool(const Caller& who, Ino pa
   HOOKFS_RETURN_IF_ERROR(options_.policy.Check(who, Right::kPublish, "write incoming/"));
   HOOKFS_ASSIGN_OR_RETURN(std::shared_ptr<Spool> spool,
                           incoming_->Create(std::string(name), excl, who.uid,
-                                            options_.policy.GroupFor(Right::kPublish)));
+                                            options_.policy.GroupFor(Right::kPublish),
+                                            options_.policy.IsAdmin(who)));
   Node c;
   c.kind = Kind::kSpool;
   c.parent = parent;
@@ -912,6 +981,7 @@ Result<std::shared_ptr<Spool>> Namespace::OpenSpool(const Caller& who, const Nod
   if (!spool) return Status::NotFound("incoming/" + n.name);
   if (write) {
     HOOKFS_RETURN_IF_ERROR(options_.policy.Check(who, Right::kPublish, "write incoming/"));
+    if (!options_.policy.IsAdmin(who) && spool->owner() != who.uid) return NotYours(who, "incoming/" + n.name, spool->owner());
     if (trunc) {
       std::lock_guard<std::mutex> lock(spool->mu);
       HOOKFS_RETURN_IF_ERROR(spool->Truncate(0));
@@ -924,6 +994,9 @@ Result<std::shared_ptr<Spool>> Namespace::OpenSpool(const Caller& who, const Nod
 
 Status Namespace::TruncateSpool(const Caller& who, const std::shared_ptr<Spool>& spool, uint64_t size) {
   HOOKFS_RETURN_IF_ERROR(options_.policy.Check(who, Right::kPublish, "write incoming/"));
+  if (!options_.policy.IsAdmin(who) && spool->owner() != who.uid) {
+    return NotYours(who, "incoming/" + incoming_->NameOf(spool), spool->owner());
+  }
   std::lock_guard<std::mutex> lock(spool->mu);
   HOOKFS_RETURN_IF_ERROR(spool->Truncate(static_cast<off_t>(size)));
   spool->dirty = true;
@@ -934,6 +1007,7 @@ Status Namespace::WriteSpool(const std::shared_ptr<Spool>& spool, const void* da
                              uint64_t off) {
   std::lock_guard<std::mutex> lock(spool->mu);
   if (spool->displaced) return Status::IOError("replaced by another create or rename of its name");
+  if (spool->expired) return Status::IOError("rejected: nothing was written to it for too long");
   if (spool->consumed) return Status::IOError("pack already applied");
   HOOKFS_RETURN_IF_ERROR(spool->Write(data, n, static_cast<off_t>(off)));
   spool->dirty = true;
@@ -946,7 +1020,10 @@ bool Namespace::FlushWouldApply(const std::shared_ptr<Spool>& spool) {
 
 Status Namespace::FlushSpool(const Caller& who, const std::shared_ptr<Spool>& spool) {
   std::string name = incoming_->NameOf(spool);
-  Status s = incoming_->FlushPublish(spool, name, ActorOf(who));
+  // Published as the spool's creator, whoever holds the descriptor (a
+  // descriptor passed to a non-member still publishes as its creator).
+  (void)who;
+  Status s = incoming_->FlushPublish(spool, name, ActorForUid(spool->owner()));
   if (!name.empty() && !Incoming::IsStaging(name)) AfterPublish(name);
   return s;
 }
@@ -955,7 +1032,8 @@ void Namespace::ReleaseSpoolWriter(const Caller& who, const std::shared_ptr<Spoo
   if (!spool->DropWriter()) return;  // other writers still hold it open
   std::string name = incoming_->NameOf(spool);
   if (name.empty() || Incoming::IsStaging(name)) return;
-  if (incoming_->RejectUnwritten(spool, name, ActorOf(who))) AfterPublish(name);
+  (void)who;
+  if (incoming_->RejectUnwritten(spool, name, ActorForUid(spool->owner()))) AfterPublish(name);
 }
 
 // ---- runs -------------------------------------------------------------------------

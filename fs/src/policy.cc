@@ -6,6 +6,8 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -53,16 +55,51 @@ Result<gid_t> ResolveGroup(const std::string& name) {
   return out->gr_gid;
 }
 
-Actor ActorOf(const Caller& who) {
+namespace {
+// Bounded: at most this many uids are remembered (then the map starts over).
+constexpr size_t kMaxCachedUids = 4096;
+std::mutex g_cache_mu;  // leaf lock
+std::map<uid_t, std::string> g_names;
+std::map<uid_t, std::vector<gid_t>> g_groups;
+}  // namespace
+
+Actor ActorOf(const Caller& who) { return ActorForUid(who.uid); }
+
+Actor ActorForUid(uid_t uid) {
   Actor a;
-  a.uid = who.uid;
+  a.uid = uid;
+  {
+    std::lock_guard<std::mutex> lock(g_cache_mu);
+    auto it = g_names.find(uid);
+    if (it != g_names.end()) {
+      a.name = it->second;
+      return a;
+    }
+  }
   std::vector<char> buf(16384);
   passwd pw{};
   passwd* out = nullptr;
-  if (getpwuid_r(who.uid, &pw, buf.data(), buf.size(), &out) == 0 && out != nullptr) {
-    a.name = out->pw_name;
+  int rc = getpwuid_r(uid, &pw, buf.data(), buf.size(), &out);
+  if (rc == 0 && out != nullptr) a.name = out->pw_name;
+  if (rc == 0) {  // found or definitely unknown; an error (EMFILE) is not remembered
+    std::lock_guard<std::mutex> lock(g_cache_mu);
+    if (g_names.size() >= kMaxCachedUids) g_names.clear();
+    g_names[uid] = a.name;
   }
   return a;
+}
+
+void RememberGroups(uid_t uid, const std::vector<gid_t>& groups) {
+  std::lock_guard<std::mutex> lock(g_cache_mu);
+  if (g_groups.size() >= kMaxCachedUids) g_groups.clear();
+  g_groups[uid] = groups;
+}
+
+std::optional<std::vector<gid_t>> RememberedGroups(uid_t uid) {
+  std::lock_guard<std::mutex> lock(g_cache_mu);
+  auto it = g_groups.find(uid);
+  if (it == g_groups.end()) return std::nullopt;
+  return it->second;
 }
 
 }  // namespace hookfs::fs

@@ -21,6 +21,7 @@ const char* Status::CodeName(Code c) {
     case Code::kUnsupported: return "Unsupported";
     case Code::kBusy: return "Busy";
     case Code::kTimedOut: return "TimedOut";
+    case Code::kQuota: return "Quota";
   }
   return "Unknown";
 }
@@ -48,6 +49,7 @@ int Status::ToErrno() const {
     case Code::kUnsupported: return EPROTO;
     case Code::kBusy: return EBUSY;
     case Code::kTimedOut: return ETIMEDOUT;
+    case Code::kQuota: return EDQUOT;
   }
   return EIO;
 }

@@ -545,9 +545,11 @@ TEST_F(MountTest, LnSfnRollsLiveBackAndForth) {
   }
   EXPECT_EQ(Sh("ls -A " + Q(Hook("ptr"))).out, "history\nhook.json\nlive\nreleases\nruns\ntags\n");
 
-  // mv of a symlink made beside it works too.
-  ASSERT_TRUE(Sh("ln -s releases/2 " + Q(Hook("ptr") + "/next")).ok());
-  Cmd mv = Sh("mv -T " + Q(Hook("ptr") + "/next") + " " + Q(live));
+  // mv of a temporary made beside it works too; any other name is EINVAL
+  // (DESIGN.md §2).
+  EXPECT_NE(Sh("ln -s releases/2 " + Q(Hook("ptr") + "/next")).status, 0);
+  ASSERT_TRUE(Sh("ln -s releases/2 " + Q(Hook("ptr") + "/.next")).ok());
+  Cmd mv = Sh("mv -T " + Q(Hook("ptr") + "/.next") + " " + Q(live));
   ASSERT_TRUE(mv.ok()) << mv.err;
   EXPECT_EQ(Sh("readlink " + Q(live)).out, "releases/2\n");
   EXPECT_EQ(ReadAll(live + "/version"), "two\n");

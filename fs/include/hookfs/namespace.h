@@ -74,6 +74,10 @@ struct Policy {
   // group) of the right's group may do that. PermissionDenied otherwise.
   Status Check(const Caller& who, Right right, std::string_view what) const;
 
+  // Root and the mounting user: may change what others created (their packs,
+  // results, temporaries).
+  bool IsAdmin(const Caller& who) const { return who.uid == 0 || who.uid == owner_uid; }
+
   // Owner group and mode of a directory where `right` creates entries.
   gid_t GroupFor(Right right) const;
   mode_t WritableDirMode(Right right) const;
@@ -81,6 +85,14 @@ struct Policy {
 
 // The caller as the ledger records it (uid and user name).
 Actor ActorOf(const Caller& who);
+// A uid as the ledger records it. User names are cached: the lookup opens
+// /etc/passwd (a descriptor), which a publisher must not be able to starve.
+Actor ActorForUid(uid_t uid);
+
+// Supplementary groups last read for a uid (from /proc, by the adapter):
+// what a check uses when that read fails (no descriptor left, process gone).
+void RememberGroups(uid_t uid, const std::vector<gid_t>& groups);
+std::optional<std::vector<gid_t>> RememberedGroups(uid_t uid);
 
 // ---- nodes ---------------------------------------------------------------
 
@@ -242,6 +254,11 @@ class Notifier {
 struct NamespaceOptions {
   Policy policy;
   size_t tree_cache_bytes = 64u << 20;
+  // Temporary symlinks (DESIGN.md §2, §4): per user at most this many
+  // (-o max_temp_links_per_user=N), each gone after the TTL
+  // (-o temp_link_ttl=SECONDS).
+  size_t max_temp_links_per_user = 64;
+  std::chrono::seconds temp_link_ttl{600};
   // Called after every publish verdict (main: STATUS=). Any thread.
   std::function<void()> after_publish;
 };
@@ -358,18 +375,23 @@ class Namespace {
   struct Pending {
     std::string target;
     std::chrono::steady_clock::time_point created;
+    uid_t owner = 0;  // its creator: only they (and admins) rename or remove it
   };
+  bool MayTouchPending(const Caller& who, const Pending& p) const {
+    return p.owner == who.uid || options_.policy.IsAdmin(who);
+  }
 
   // `tindex`, `mtime`: the entry's walk index and packed mtime (file_times.h).
   Node TreeChild(Ino dir_ino, const Node& dir, const TreeEntry& e, uint64_t tindex,
                  std::optional<int64_t> mtime) const;
   void AppendPending(Ino dir_ino, const Node& dir, bool in_tags, std::vector<Node>* out);
   std::optional<Pending> TakePending(const PendingKey& k, bool erase);
-  Status AddPending(const PendingKey& k, std::string target);
+  Status AddPending(const PendingKey& k, std::string target, uid_t owner);
   Status CommitPointer(const Caller& who, Ino dir_ino, const Node& dir, const std::string& name,
                        const std::string& target);
   void InvalidatePointer(Ino dir_ino, const std::string& name);
   void AfterPublish(const std::string& pack_name);
+  static Status NotYours(const Caller& who, const std::string& name, uid_t owner);
 
   NamespaceOptions options_;
   Store* store_;

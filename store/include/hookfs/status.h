@@ -29,6 +29,7 @@ enum class Code {
   kUnsupported,      // EPROTO: unknown store or pack format version
   kBusy,             // EBUSY
   kTimedOut,         // ETIMEDOUT: a remote service (etcd, S3) did not answer within its deadline
+  kQuota,            // EDQUOT: a per-user limit (open packs, temporary symlinks) reached
 };
 
 class Status {
@@ -50,6 +51,7 @@ class Status {
   static Status Unsupported(std::string m) { return {Code::kUnsupported, std::move(m)}; }
   static Status Busy(std::string m) { return {Code::kBusy, std::move(m)}; }
   static Status TimedOut(std::string m) { return {Code::kTimedOut, std::move(m)}; }
+  static Status Quota(std::string m) { return {Code::kQuota, std::move(m)}; }
   // From an errno value, e.g. after a failed read(2).
   static Status FromErrno(int err, std::string_view context);
 
