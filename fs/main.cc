@@ -305,7 +305,7 @@ int Run(int argc, char** argv) {
     spdlog::info("ready: {}", status);
   });
 
-  fs.invalidator().Start(session.se);
+  fs.StartInvalidators(session.se);
   pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   LoopConfig lc;
   fuse_loop_cfg_set_max_threads(lc.cfg, threads);
@@ -313,7 +313,7 @@ int Run(int argc, char** argv) {
   int rc = fuse_session_loop_mt(session.se, lc.cfg);
   hookfs::fs::Notify("STOPPING=1\nSTATUS=stopping: unmounting " + mountpoint);
   fs.StopPublishing();
-  fs.invalidator().Stop();
+  fs.StopInvalidators();
   spdlog::info("hookfs: unmounting {} (loop ended with {})", mountpoint, rc);
   // A signal ends the loop with the signal number: that is a clean stop.
   bool clean = rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP;

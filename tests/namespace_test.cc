@@ -302,6 +302,42 @@ TEST_F(NamespaceTest, LiveMovesByRenameAndTheKernelIsTold) {
   EXPECT_TRUE(ns_->Rename(Owner(), hook->ino, *hook->node, "hook.json", "x", false).Is(Code::kNotPermitted));
 }
 
+// The kernel caches live and tags for a day: a move that did not come
+// through the namespace (a publish, another process) is found by
+// SyncPointers and told; one already told, or unmoved, is not told again.
+TEST_F(NamespaceTest, PointersMovedBehindItsBackAreFoundAndTold) {
+  Apply(AppSpec('a'));
+  Apply(AppSpec('b', /*no_advance=*/true));
+  auto hook = Walk("hooks/app");
+  ASSERT_TRUE(hook.ok());
+  auto live = Walk("hooks/app/live");
+  ASSERT_TRUE(live.ok());
+  EXPECT_EQ(live->entry_timeout, 86400.0);
+  auto tags = Walk("hooks/app/tags");
+  ASSERT_TRUE(tags.ok());
+  ASSERT_TRUE(ns_->Symlink(Owner(), "../releases/1", tags->ino, *tags->node, "stable").ok());
+  auto stable = Walk("hooks/app/tags/stable");
+  ASSERT_TRUE(stable.ok());
+  EXPECT_EQ(ns_->SyncPointers(), 0u);  // nothing moved
+
+  notes_.entries.clear();
+  notes_.inodes.clear();
+  Actor who{0, "root"};
+  ASSERT_TRUE(catalog_->MoveLive(ReleaseRef{*HookName::Make("app"), 2}, who).ok());
+  ASSERT_TRUE(catalog_->RemoveTag(*HookName::Make("app"), *TagName::Make("stable"), who).ok());
+  EXPECT_EQ(ns_->SyncPointers(), 2u);
+  EXPECT_TRUE(notes_.entries.count({hook->ino, "live"}));
+  EXPECT_TRUE(notes_.inodes.count(live->ino));
+  EXPECT_TRUE(notes_.entries.count({tags->ino, "stable"}));
+  EXPECT_TRUE(notes_.inodes.count(stable->ino));
+  EXPECT_EQ(ns_->SyncPointers(), 0u);  // told once
+  // The next lookup makes a new inode showing the new target.
+  auto moved = Walk("hooks/app/live");
+  ASSERT_TRUE(moved.ok());
+  EXPECT_NE(moved->ino, live->ino);
+  EXPECT_EQ(ns_->Target(*moved->node), "releases/2");
+}
+
 TEST_F(NamespaceTest, AClosedPackIsPublishedAndItsVerdictReturned) {
   PackSpec spec = AppSpec('a');
   std::string bytes = spec.Bytes();

@@ -94,13 +94,26 @@ namespace {
 // The kernel's caches, told through the invalidation thread.
 class KernelNotifier : public Notifier {
  public:
-  explicit KernelNotifier(Invalidator* inv) : inv_(inv) {}
+  KernelNotifier(Invalidator* inv, Invalidator* pointers) : inv_(inv), pointers_(pointers) {}
   void EntryChanged(Ino dir, const std::string& name) override { inv_->Entry(dir, name); }
   void InodeChanged(Ino ino) override { inv_->Inode(ino); }
+  // Pointers on their own thread: a publish waits for these (never for
+  // items in incoming/, whose directory a waiting RENAME holds locked).
+  void PointerChanged(Ino dir, const std::string& name, Ino old) override {
+    pointers_->Entry(dir, name);
+    if (old) pointers_->Inode(old);
+  }
 
  private:
   Invalidator* inv_;
+  Invalidator* pointers_;
 };
+
+// How long a publish waits for the kernel to forget the pointers it moved
+// before close()/rename() returns. It always ends well before (the pointer
+// invalidator only waits for locks of hooks/NAME, held by handlers that never
+// wait); the bound only guarantees a reply.
+constexpr std::chrono::milliseconds kPointerWait{5000};
 
 // A job's body: an exception becomes an IOError (the job must still reply).
 template <typename F>
@@ -245,12 +258,44 @@ HookFs::HookFs(FsOptions options) : options_(std::move(options)) {}
 
 HookFs::~HookFs() {
   StopPublishing();
+  StopInvalidators();
+}
+
+void HookFs::StartInvalidators(fuse_session* se) {
+  invalidator_.Start(se);
+  // Moves made by another process on the same store (hookctl apply, gc):
+  // look at the pointers the kernel holds whenever the store has a new
+  // transaction, at most every 100 ms (docs/mount.md "Invalidation").
+  // For a second after a change it checks every tick anyway: a LOOKUP that
+  // read the old pointer may have replied after the invalidation went out.
+  pointer_invalidator_.Start(se, [this] {
+    MDB_envinfo info{};
+    if (mdb_env_info(store_->env(), &info) != MDB_SUCCESS) return;
+    auto now = std::chrono::steady_clock::now();
+    if (info.me_last_txnid != seen_txn_) {
+      seen_txn_ = info.me_last_txnid;
+      last_change_ = now;
+    } else if (now - last_change_ > std::chrono::seconds(1)) {
+      return;
+    }
+    ns_->SyncPointers();
+  });
+}
+
+void HookFs::StopInvalidators() {
+  pointer_invalidator_.Stop();
   invalidator_.Stop();
+}
+
+void HookFs::WaitForPointers() {
+  if (!pointer_invalidator_.WaitFor(pointer_invalidator_.Last(), kPointerWait)) {
+    spdlog::warn("publish: the kernel was not told of a pointer move within {} ms", kPointerWait.count());
+  }
 }
 
 void HookFs::Attach(Store* store, Ledger* ledger, Incoming* incoming) {
   store_ = store;
-  notifier_ = std::make_unique<KernelNotifier>(&invalidator_);
+  notifier_ = std::make_unique<KernelNotifier>(&invalidator_, &pointer_invalidator_);
   catalog_ = std::make_unique<LedgerCatalog>(ledger);
   NamespaceOptions no;
   no.policy = options_.policy;
@@ -459,7 +504,9 @@ void HookFs::Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_in
     std::string from = name, to = newname;
     Fuse::Claim(req);
     publish_->Submit([this, req, who, parent, dir, from, to, noreplace] {
-      ReplyStatus(req, Guarded([&] { return ns_->Rename(who, parent, *dir, from, to, noreplace); }), "rename");
+      Status s = Guarded([&] { return ns_->Rename(who, parent, *dir, from, to, noreplace); });
+      WaitForPointers();  // live moved by the publish is seen once rename() returns
+      ReplyStatus(req, s, "rename");
     });
     return;
   }
@@ -673,7 +720,9 @@ void HookFs::Flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
     Caller who = CallerOf(req);
     Fuse::Claim(req);  // handed off: the job replies
     publish_->Submit([this, req, who, spool] {
-      ReplyStatus(req, Guarded([&] { return ns_->FlushSpool(who, spool); }), "publish");
+      Status s = Guarded([&] { return ns_->FlushSpool(who, spool); });
+      WaitForPointers();  // live moved by the publish is seen once close() returns
+      ReplyStatus(req, s, "publish");
     });
     return;
   }
@@ -768,6 +817,9 @@ void HookFs::DirReply(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fu
         e.attr = bound->attr;
         e.attr_timeout = bound->attr_timeout;
         e.entry_timeout = bound->entry_timeout;
+        // The listing may predate a move (it is taken at offset 0): a pointer
+        // listed here is revalidated at its next walk, cached from its LOOKUP.
+        if (bound->node->kind == Kind::kLive || bound->node->kind == Kind::kTag) e.entry_timeout = 0;
       }
       used += fuse_add_direntry_plus(req, buf.data() + used, rem, name, &e, next);
     } else {

@@ -61,7 +61,10 @@ class HookFs {
   // After the loop, before the session goes: runs the queued publishes and
   // stops the apply workers (their replies need the session).
   void StopPublishing();
-  Invalidator& invalidator() { return invalidator_; }
+  // The invalidation threads (docs/mount.md "Invalidation"): after the
+  // session is mounted, and stopped before it goes.
+  void StartInvalidators(fuse_session* se);
+  void StopInvalidators();
   Namespace& ns() { return *ns_; }
 
   // ---- handlers (public for the trampolines; not an API) ----
@@ -107,11 +110,16 @@ class HookFs {
   void ReplyEntry(fuse_req_t req, Result<Entry> e, const char* op);
   void ReplyStatus(fuse_req_t req, const Status& s, const char* op);
   void ReadBlob(fuse_req_t req, const ObjectId& id, size_t size, off_t off);
+  // Blocks a publish job until the kernel was told of every pointer move so far.
+  void WaitForPointers();
   void DirReply(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi, bool plus);
 
   FsOptions options_;
   Store* store_ = nullptr;
-  Invalidator invalidator_;
+  Invalidator invalidator_;          // incoming/, runs
+  Invalidator pointer_invalidator_;  // live and tags; polls the store for other writers
+  uint64_t seen_txn_ = 0;            // pointer_invalidator_'s thread only
+  std::chrono::steady_clock::time_point last_change_;  // idem
   std::unique_ptr<Notifier> notifier_;
   std::unique_ptr<Catalog> catalog_;
   std::unique_ptr<Namespace> ns_;

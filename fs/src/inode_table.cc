@@ -89,10 +89,13 @@ std::pair<Ino, NodePtr> InodeTable::Bind(Node node) {
       return {it->first, it->second.node};
     }
   }
+  if (nit != names_.end()) pointers_.erase(nit->second);  // its name now shows another node
   Ino ino = next_++;
+  bool pointer = node.kind == Kind::kLive || node.kind == Kind::kTag;
   auto ptr = std::make_shared<const Node>(std::move(node));
   nodes_[ino] = Slot{ptr, 1};
   names_[std::move(key)] = ino;
+  if (pointer) pointers_.insert(ino);
   return {ino, ptr};
 }
 
@@ -108,7 +111,28 @@ void InodeTable::Forget(Ino ino, uint64_t n) {
   auto key = std::make_pair(it->second.node->parent, it->second.node->name);
   auto nit = names_.find(key);
   if (nit != names_.end() && nit->second == ino) names_.erase(nit);
+  pointers_.erase(ino);
   nodes_.erase(it);
+}
+
+std::vector<std::pair<Ino, NodePtr>> InodeTable::Pointers() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::pair<Ino, NodePtr>> out;
+  out.reserve(pointers_.size());
+  for (Ino ino : pointers_) {
+    auto it = nodes_.find(ino);
+    if (it != nodes_.end()) out.emplace_back(ino, it->second.node);
+  }
+  return out;
+}
+
+void InodeTable::Unname(Ino ino) {
+  std::lock_guard<std::mutex> lock(mu_);
+  pointers_.erase(ino);
+  auto it = nodes_.find(ino);
+  if (it == nodes_.end()) return;
+  auto nit = names_.find(std::make_pair(it->second.node->parent, it->second.node->name));
+  if (nit != names_.end() && nit->second == ino) names_.erase(nit);
 }
 
 Ino InodeTable::Find(Ino parent, const std::string& name) const {

@@ -20,6 +20,8 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
+#include <vector>
 #include <utility>
 
 #include "hookfs/namespace.h"
@@ -45,6 +47,12 @@ class InodeTable {
 
   size_t size() const;
 
+  // Pointer nodes (live, tags) still bound under their name.
+  std::vector<std::pair<Ino, NodePtr>> Pointers() const;
+  // Unbinds the name of `ino` (if it still names `ino`): the next lookup of
+  // that name makes a new node. The node itself lives until forgotten.
+  void Unname(Ino ino);
+
  private:
   struct Slot {
     NodePtr node;
@@ -54,6 +62,7 @@ class InodeTable {
   mutable std::mutex mu_;
   std::unordered_map<Ino, Slot> nodes_;
   std::map<std::pair<Ino, std::string>, Ino> names_;
+  std::unordered_set<Ino> pointers_;  // live and tag nodes bound by name
   Ino next_ = kRootIno + 1;
 };
 

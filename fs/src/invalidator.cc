@@ -7,9 +7,15 @@
 
 namespace hookfs::fs {
 
-void Invalidator::Start(fuse_session* se) {
+void Invalidator::Start(fuse_session* se, std::function<void()> tick, std::chrono::milliseconds period) {
   se_ = se;
-  stop_ = false;
+  tick_ = std::move(tick);
+  period_ = period;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = false;
+    running_ = true;
+  }
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -20,35 +26,72 @@ void Invalidator::Stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
-}
-
-void Invalidator::Entry(fuse_ino_t parent, std::string name) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stop_ || queue_.size() > 100000) return;
-    queue_.push_back(Item{parent, std::move(name)});
+    running_ = false;
+    queue_.clear();
+    done_ = queued_;
   }
-  cv_.notify_one();
+  done_cv_.notify_all();
 }
 
-void Invalidator::Inode(fuse_ino_t ino) {
+uint64_t Invalidator::Push(Item item) {
+  uint64_t t;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stop_ || queue_.size() > 100000) return;
-    queue_.push_back(Item{ino, {}});
+    if (stop_ || queue_.size() > 100000) return done_;
+    queue_.push_back(std::move(item));
+    t = ++queued_;
   }
   cv_.notify_one();
+  return t;
+}
+
+uint64_t Invalidator::Entry(fuse_ino_t parent, std::string name) { return Push(Item{parent, std::move(name)}); }
+
+uint64_t Invalidator::Inode(fuse_ino_t ino) { return Push(Item{ino, {}}); }
+
+uint64_t Invalidator::Last() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return queued_;
+}
+
+bool Invalidator::WaitFor(uint64_t ticket, std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!running_) return done_ >= ticket;
+  return done_cv_.wait_for(lock, timeout, [&] { return done_ >= ticket || stop_; }) && done_ >= ticket;
 }
 
 void Invalidator::Run() {
+  auto next_tick = std::chrono::steady_clock::now() + period_;
   for (;;) {
     Item item;
+    bool tick = false;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      auto ready = [this] { return stop_ || !queue_.empty(); };
+      if (tick_) {
+        cv_.wait_until(lock, next_tick, ready);
+      } else {
+        cv_.wait(lock, ready);
+      }
       if (stop_) return;
-      item = std::move(queue_.front());
-      queue_.pop_front();
+      if (queue_.empty()) {
+        if (std::chrono::steady_clock::now() < next_tick) continue;  // spurious wakeup
+        tick = true;
+      } else {
+        item = std::move(queue_.front());
+        queue_.pop_front();
+      }
+    }
+    if (tick) {
+      next_tick = std::chrono::steady_clock::now() + period_;
+      try {
+        tick_();
+      } catch (const std::exception& e) {
+        spdlog::error("invalidator tick: {}", e.what());
+      }
+      continue;
     }
     int rc;
     if (item.name.empty()) {
@@ -60,6 +103,11 @@ void Invalidator::Run() {
     if (rc != 0 && rc != -ENOENT) {
       spdlog::debug("invalidate ino {} '{}': {}", item.ino, item.name, std::strerror(-rc));
     }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++done_;
+    }
+    done_cv_.notify_all();
   }
 }
 

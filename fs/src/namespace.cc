@@ -215,8 +215,13 @@ double Namespace::EntryTimeout(const Node& n) {
     case Kind::kObjectsDir: case Kind::kBlobsDir: case Kind::kTreesDir: case Kind::kHistory:
     case Kind::kRunJson: case Kind::kRunResult: case Kind::kJournal: case Kind::kReleaseJson:
       return kForever;
+    // A pointer's name is cached like the rest: every move is told to the
+    // kernel (SyncPointers, InvalidatePointer), so a path walk through live
+    // costs no LOOKUP (docs/mount.md "Caching and timeouts").
+    case Kind::kLive: case Kind::kTag:
+      return kForever;
     default:
-      return 0;  // live, tags, pending symlinks, spools, results
+      return 0;  // pending symlinks, spools, results
   }
 }
 
@@ -698,8 +703,16 @@ Result<Entry> Namespace::Bind(Node node) {
 Result<Entry> Namespace::Lookup(Ino parent, std::string_view name) {
   NodePtr dir = table_->Get(parent);
   if (!dir) return Status::NotFound("stale directory inode");
+  uint64_t epoch = pointer_epoch_.load();
   HOOKFS_ASSIGN_OR_RETURN(Node c, Child(parent, *dir, name));
-  return Bind(std::move(c));
+  HOOKFS_ASSIGN_OR_RETURN(Entry e, Bind(std::move(c)));
+  // A pointer read before a move whose invalidation went out meanwhile must
+  // not be cached for a day: this answer is then revalidated next time (and
+  // the follow-up SyncPointers catches the rest of that window).
+  if ((e.node->kind == Kind::kLive || e.node->kind == Kind::kTag) && pointer_epoch_.load() != epoch) {
+    e.entry_timeout = 0;
+  }
+  return e;
 }
 
 // ---- pointers and tags ------------------------------------------------------------
@@ -743,9 +756,33 @@ Status Namespace::AddPending(const PendingKey& k, std::string target, uid_t owne
 }
 
 void Namespace::InvalidatePointer(Ino dir_ino, const std::string& name) {
+  ++pointer_epoch_;
   Ino old = table_->Find(dir_ino, name);
-  notifier_->EntryChanged(dir_ino, name);
-  if (old) notifier_->InodeChanged(old);
+  if (old) table_->Unname(old);
+  notifier_->PointerChanged(dir_ino, name, old);
+}
+
+size_t Namespace::SyncPointers() {
+  ++pointer_epoch_;
+  size_t n = 0;
+  for (const auto& [ino, node] : table_->Pointers()) {
+    std::optional<uint32_t> now;
+    if (node->kind == Kind::kLive) {
+      auto live = catalog_->Live(node->hook());
+      if (!live.ok()) continue;  // unknown: leave it (a store error is logged where it matters)
+      now = *live;
+    } else {
+      auto tags = catalog_->Tags(node->hook());
+      if (!tags.ok()) continue;
+      auto it = tags->find(node->tag.str());
+      if (it != tags->end()) now = it->second;
+    }
+    if (now == node->release.version) continue;
+    table_->Unname(ino);
+    notifier_->PointerChanged(node->parent, node->name, ino);
+    ++n;
+  }
+  return n;
 }
 
 // Sets live (in a hook dir) or a tag (in tags/) to `target`.
@@ -930,6 +967,7 @@ Status Namespace::Rename(const Caller& who, Ino parent, const Node& dir, std::st
 }
 
 void Namespace::AfterPublish(const std::string& pack_name) {
+  SyncPointers();  // a publish may have advanced live
   Ino inc = table_->Find(kRootIno, "incoming");
   if (inc) {
     notifier_->EntryChanged(inc, pack_name);

@@ -11,6 +11,8 @@
 #include <random>
 #include <set>
 #include <sstream>
+#include <thread>
+#include <chrono>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -586,6 +588,57 @@ TEST_F(MountTest, TagsLikeLivePlusRm) {
   ASSERT_TRUE(Sh("rm " + Q(tags + "/stable")).ok());
   EXPECT_EQ(Sh("ls " + Q(tags)).out, "");
   EXPECT_NE(::access((tags + "/stable").c_str(), F_OK), 0);
+}
+
+// live and tags are cached by the kernel like the rest (entry timeout of a
+// day: no LOOKUP of live per path walk); every move must still be seen by the
+// next open at once. Each step below reads through the pointer first, so its
+// dentry is cached when it moves.
+TEST_F(MountTest, CachedPointersFollowEveryMoveAtOnce) {
+  ASSERT_NO_FATAL_FAILURE(Mount());
+  std::vector<std::string> packs;
+  for (const char* v : {"one", "two", "three", "four", "five"}) {
+    std::string d = NewDir(v);
+    WriteAll(d + "/version", std::string(v) + "\n");
+    packs.push_back(Pack("pc", d));
+  }
+  std::string live = Hook("pc") + "/live", tags = Hook("pc") + "/tags";
+  ASSERT_TRUE(Publish(packs[0], "1.pack").ok());
+  EXPECT_EQ(ReadAll(live + "/version"), "one\n");
+  // A publish through incoming/ (close() returns once committed) moves live.
+  ASSERT_TRUE(Publish(packs[1], "2.pack").ok());
+  EXPECT_EQ(Sh("cat " + Q(live + "/version")).out, "two\n");
+  EXPECT_EQ(Sh("readlink " + Q(live)).out, "releases/2\n");
+  // So does a publish by rename (rsync's way).
+  ASSERT_TRUE(Sh("cp " + Q(packs[2]) + " " + Q(mnt_ + "/incoming/.3.pack") + " && mv " +
+                 Q(mnt_ + "/incoming/.3.pack") + " " + Q(mnt_ + "/incoming/3.pack")).ok());
+  EXPECT_EQ(Sh("cat " + Q(live + "/version")).out, "three\n");
+  // ln -sfn back and forth.
+  ASSERT_TRUE(Sh("ln -sfn releases/1 " + Q(live)).ok());
+  EXPECT_EQ(Sh("cat " + Q(live + "/version")).out, "one\n");
+  ASSERT_TRUE(Sh("ln -sfn releases/3 " + Q(live)).ok());
+  EXPECT_EQ(Sh("cat " + Q(live + "/version")).out, "three\n");
+  // Tags: set, moved, renamed, removed.
+  ASSERT_TRUE(Sh("ln -s ../releases/1 " + Q(tags + "/stable")).ok());
+  EXPECT_EQ(Sh("cat " + Q(tags + "/stable/version")).out, "one\n");
+  ASSERT_TRUE(Sh("ln -sfn ../releases/2 " + Q(tags + "/stable")).ok());
+  EXPECT_EQ(Sh("cat " + Q(tags + "/stable/version")).out, "two\n");
+  ASSERT_TRUE(Sh("mv " + Q(tags + "/stable") + " " + Q(tags + "/old")).ok());
+  EXPECT_NE(::access((tags + "/stable/version").c_str(), F_OK), 0);
+  EXPECT_EQ(Sh("cat " + Q(tags + "/old/version")).out, "two\n");
+  ASSERT_TRUE(Sh("rm " + Q(tags + "/old")).ok());
+  EXPECT_NE(::access((tags + "/old/version").c_str(), F_OK), 0);
+  // Another process writing the store (hookctl apply beside the daemon):
+  // seen within the daemon's poll of the store (100 ms), well under a second.
+  EXPECT_EQ(Sh("cat " + Q(live + "/version")).out, "three\n");
+  Cmd apply = Sh(std::string(HOOKCTL_BIN) + " apply --store " + Q(store_) + " " + Q(packs[3]));
+  ASSERT_TRUE(apply.ok()) << apply.out << apply.err;
+  std::string got;
+  for (int i = 0; i < 100 && got != "four\n"; ++i) {
+    got = ReadAll(live + "/version");
+    if (got != "four\n") std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(got, "four\n");
 }
 
 TEST_F(MountTest, OpenReaderKeepsItsReleaseAcrossLiveMove) {

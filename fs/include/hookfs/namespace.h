@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -247,6 +248,14 @@ class Notifier {
   virtual ~Notifier() = default;
   virtual void EntryChanged(Ino dir, const std::string& name) = 0;
   virtual void InodeChanged(Ino ino) = 0;
+  // A pointer (live, a tag) named `name` in `dir` now shows another release
+  // or none; `old` is the inode the kernel may still hold for it (0: none).
+  // The kernel caches pointer names for a day, so this is what makes a move
+  // visible: the adapter notifies on its own thread (and a publish waits for it).
+  virtual void PointerChanged(Ino dir, const std::string& name, Ino old) {
+    EntryChanged(dir, name);
+    if (old) InodeChanged(old);
+  }
 };
 
 // ---- the namespace ------------------------------------------------------------
@@ -311,6 +320,12 @@ class Namespace {
   std::string Target(const Node& n) const;
   Result<std::string> Content(const Node& n);
   std::vector<std::pair<std::string, std::string>> Xattrs(const Node& n) const;
+
+  // Compares every pointer (live, tag) the kernel holds an entry for with the
+  // Catalog and reports those that moved or went (Notifier::PointerChanged).
+  // After every publish, and whenever another process may have written the
+  // store (the adapter polls). Returns how many it reported.
+  size_t SyncPointers();
 
   static bool Immutable(const Node& n);
   // Absence under `dir` is forever (the kernel may cache it).
@@ -401,6 +416,10 @@ class Namespace {
   std::unique_ptr<InodeTable> table_;
   TreeCache trees_;
   int64_t start_time_;
+
+  // Bumped before every pointer check or move: a lookup of a pointer that
+  // raced one is answered with entry timeout 0.
+  std::atomic<uint64_t> pointer_epoch_{0};
 
   // Leaf lock: nothing is acquired while it is held.
   std::mutex pending_mu_;
