@@ -7,6 +7,8 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <csignal>
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -310,7 +312,12 @@ enum class Seal {
 // and any later open for writing or truncate breaks it (F_GETLEASE then says
 // F_UNLCK). That proves the bytes unchanged only where every change goes
 // through this kernel: local filesystems, not FUSE, network or overlay ones.
+// A break also signals the process (SIGIO, fatal by default), so a lease is
+// taken only where the process ignores SIGIO (hookctl does); the daemon
+// seals its spools otherwise (ApplyOptions::sealed).
 bool TakeReadLease(int fd) {
+  struct sigaction sa;
+  if (::sigaction(SIGIO, nullptr, &sa) != 0 || (sa.sa_flags & SA_SIGINFO) || sa.sa_handler != SIG_IGN) return false;
   struct statfs fs;
   if (::fstatfs(fd, &fs) != 0) return false;
   switch (static_cast<unsigned long>(fs.f_type)) {
