@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
@@ -55,7 +56,12 @@ size_t RawEntries(const std::string& dir, const char* table) {
 
 class ApplyTest : public ::testing::Test {
  protected:
-  void SetUp() override { Reopen(); }
+  void SetUp() override {
+    // As hookctl: a file pack is sealed with a read lease, whose break
+    // signals SIGIO (docs/integrity.md, "Sealed packs").
+    std::signal(SIGIO, SIG_IGN);
+    Reopen();
+  }
 
   void Reopen(StoreOptions o = {}) {
     ledger_.reset();
@@ -661,6 +667,72 @@ TEST_F(ApplyTest, APoisonedConcurrentStreamOfTheSameBlobCannotTouchAGoodOne) {
   Counts c = Now();
   EXPECT_EQ(c.chunks, 5u) << test::ToString(c);
   EXPECT_EQ(c.pending, 0u);
+}
+
+// Pass 2 writes without hashing again only when the bytes cannot have
+// changed since pass 1 (docs/integrity.md, "Sealed packs"). Here another
+// process holds the pack open for writing (so no lease can seal it) and
+// rewrites a chunk of the big blob after pass 1 verified it: refused, nothing
+// committed.
+TEST_F(ApplyTest, APackRewrittenBetweenThePassesIsRefused) {
+  PackSpec spec = AppSpec();
+  const std::string bytes = spec.Bytes();
+  const size_t at = bytes.find(spec.blobs[0].second);
+  ASSERT_NE(at, std::string::npos);
+  const std::string path = dir_ / "rewritten.pack";
+  test::WriteFile(path, bytes);
+  int writer = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(writer, 0);
+  bool rewrote = false;
+  StoreOptions o;
+  o.fault_injector = [&](std::string_view step) {
+    if (step != "chunk" || rewrote) return Status::OK();
+    rewrote = true;  // the first chunk is read; the last is not yet
+    EXPECT_EQ(::pwrite(writer, "Z", 1, off_t(at + 3 * kChunkSize + 1)), 1);
+    return Status::OK();
+  };
+  Reopen(o);
+  ApplyReport rep = ApplyPackFile(ledger_.get(), path, {});
+  ::close(writer);
+  ASSERT_TRUE(rewrote);
+  EXPECT_TRUE(rep.status.Is(Code::kMalformed)) << rep.ToJson().dump();
+  EXPECT_NE(rep.status.message().find("changed while it was applied"), std::string::npos) << rep.status.ToString();
+  Counts c = Now();
+  EXPECT_EQ(c.releases, 0u);
+  EXPECT_EQ(c.blobs, 0u);
+  EXPECT_EQ(c.chunks, 0u);
+}
+
+// A pack file no one has open for writing is sealed with a read lease: an
+// open for writing while it is applied fails (the lease is held) and breaks
+// the lease, and the apply then commits nothing. The next apply works.
+TEST_F(ApplyTest, APackOpenedForWritingWhileItIsAppliedIsRefused) {
+  PackSpec spec = AppSpec();
+  const std::string path = dir_ / "leased.pack";
+  test::WriteFile(path, spec.Bytes());
+  bool tried = false;
+  StoreOptions o;
+  o.fault_injector = [&](std::string_view step) {
+    if (step != "chunk" || tried) return Status::OK();
+    tried = true;
+    int w = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    int err = errno;
+    EXPECT_LT(w, 0) << "the pack could be opened for writing while it was applied";
+    EXPECT_EQ(err, EWOULDBLOCK);
+    if (w >= 0) ::close(w);
+    return Status::OK();
+  };
+  Reopen(o);
+  ApplyReport rep = ApplyPackFile(ledger_.get(), path, {});
+  ASSERT_TRUE(tried);
+  EXPECT_TRUE(rep.status.Is(Code::kMalformed)) << rep.ToJson().dump();
+  EXPECT_NE(rep.status.message().find("opened for writing"), std::string::npos) << rep.status.ToString();
+  Counts c = Now();
+  EXPECT_EQ(c.releases, 0u);
+  EXPECT_EQ(c.chunks, 0u);
+  rep = ApplyPackFile(ledger_.get(), path, {});
+  ASSERT_TRUE(rep.Verdict().ok()) << rep.ToJson().dump();
+  EXPECT_EQ(BlobBytes(spec.blobs[0].first), spec.blobs[0].second);
 }
 
 TEST_F(ApplyTest, MissingPackFileIsAClearError) {

@@ -1,4 +1,5 @@
 // hookctl: build, inspect and apply packs; show the ledger (DESIGN.md §3).
+#include <csignal>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -424,6 +425,9 @@ int CmdKey(const std::string& store_dir, const std::string& action, const std::s
 int main(int argc, char** argv) {
   using namespace hookfs;
   TuneAllocatorForApply();
+  // `apply FILE` seals the pack with a read lease; a writer breaking it
+  // must fail the apply (it checks), not kill it with SIGIO.
+  std::signal(SIGIO, SIG_IGN);
   spdlog::set_default_logger(spdlog::stderr_logger_mt("hookctl"));
   spdlog::set_pattern("hookctl: %v");
   spdlog::cfg::load_env_levels();  // SPDLOG_LEVEL=debug shows apply's phase timings

@@ -357,6 +357,9 @@ Status Incoming::Publish(const std::shared_ptr<Spool>& spool, const std::string&
   ApplyOptions opts;
   opts.actor = who;
   opts.pack_name = name;
+  // Sealed (docs/integrity.md, "Sealed packs"): the spool is ours (0600, in
+  // the store), and every write or truncate of it takes spool->mu, held here.
+  opts.sealed = true;
   auto t0 = std::chrono::steady_clock::now();
   ApplyReport report = ApplyPackFile(ledger_, spool->path(), opts);
   Status verdict = report.Verdict();

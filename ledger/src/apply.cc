@@ -1,9 +1,13 @@
 #include "hookfs/apply.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <algorithm>
 #include <atomic>
@@ -295,6 +299,39 @@ Status ReadAt(int fd, uint64_t off, char* dst, size_t n) {
   return Status::OK();
 }
 
+// How apply knows the pack's bytes cannot change between its two passes
+// (docs/integrity.md, "Sealed packs"). Only then does pass 2 write the bytes
+// pass 1 verified without hashing them again.
+enum class Seal {
+  kNone,   // anyone may write the file meanwhile: pass 2 hashes again
+  kOwned,  // the caller's word (ApplyOptions::sealed) or our own private spool
+  kLease,  // a read lease we hold: checked to be unbroken after the last read
+};
+
+// A read lease is granted only while no one has the file open for writing,
+// and any later open for writing or truncate breaks it (F_GETLEASE then says
+// F_UNLCK). That proves the bytes unchanged only where every change goes
+// through this kernel: local filesystems, not FUSE, network or overlay ones.
+// A break also signals the process (SIGIO, fatal by default), so a lease is
+// taken only where the process ignores SIGIO (hookctl does); the daemon
+// seals its spools otherwise (ApplyOptions::sealed).
+bool TakeReadLease(int fd) {
+  struct sigaction sa;
+  if (::sigaction(SIGIO, nullptr, &sa) != 0 || (sa.sa_flags & SA_SIGINFO) || sa.sa_handler != SIG_IGN) return false;
+  struct statfs fs;
+  if (::fstatfs(fd, &fs) != 0) return false;
+  switch (static_cast<unsigned long>(fs.f_type)) {
+    case EXT4_SUPER_MAGIC:  // also ext2/ext3
+    case XFS_SUPER_MAGIC:
+    case BTRFS_SUPER_MAGIC:
+    case TMPFS_MAGIC:
+      break;
+    default:
+      return false;
+  }
+  return ::fcntl(fd, F_SETLEASE, F_RDLCK) == 0;
+}
+
 struct Plan {
   size_t release;            // index into Indexer::releases
   ReleaseOutcome outcome;
@@ -315,9 +352,9 @@ void SortUnique(std::vector<T>* v) {
 
 class Applier {
  public:
-  Applier(Ledger* ledger, const ApplyOptions& opts, ApplyReport* report, ChunkSession* session)
+  Applier(Ledger* ledger, const ApplyOptions& opts, ApplyReport* report, ChunkSession* session, Seal seal)
       : store_(ledger->store()), t_(store_->tables()), opts_(opts), report_(report), session_(session),
-        ix_(store_) {}
+        ix_(store_), seal_(seal) {}
 
   Status Run(int fd);
 
@@ -354,6 +391,7 @@ class Applier {
   ApplyReport* report_;
   ChunkSession* session_;
   Indexer ix_;
+  const Seal seal_;
   int fd_ = -1;
   std::unordered_map<ObjectId, std::pair<uint64_t, uint64_t>> stats_memo_;
   // Blobs written in this session's chunks: index -> first of its chunk
@@ -596,8 +634,9 @@ Status Applier::CheckSpace(uint64_t need) {
 }
 
 // Phase 3a: the new blobs accepted releases need, read back from the pack,
-// hashed again and queued into this session's chunks, which it writes in
-// short txns. No write txn is open while the pack is read.
+// hashed again unless the pack is sealed (then they are the bytes pass 1
+// verified), and queued into this session's chunks, which it writes in short
+// txns. No write txn is open while the pack is read.
 Status Applier::WriteBlobs(const std::vector<Plan>& plans) {
   std::vector<uint32_t> need;
   std::vector<uint32_t> trees;
@@ -617,6 +656,7 @@ Status Applier::WriteBlobs(const std::vector<Plan>& plans) {
             [&](uint32_t a, uint32_t b) { return ix_.objects[a].offset < ix_.objects[b].offset; });
   std::unique_ptr<char[]> buf(new char[kChunkSize]);
   Sha256 sha;
+  const bool rehash = seal_ == Seal::kNone;
   for (uint32_t bi : need) {
     const PackObject& o = ix_.objects[bi];
     HOOKFS_ASSIGN_OR_RETURN(bool fresh, session_->BeginBlob(o.id, o.size));
@@ -626,14 +666,18 @@ Status Applier::WriteBlobs(const std::vector<Plan>& plans) {
     for (uint64_t at = 0; at < o.size; at += kChunkSize, ++index) {
       size_t n = size_t(std::min<uint64_t>(kChunkSize, o.size - at));
       HOOKFS_RETURN_IF_ERROR(ReadAt(fd_, o.offset + at, buf.get(), n));
-      sha.Update(buf.get(), n);
+      if (rehash) sha.Update(buf.get(), n);
       xxh_.push_back(Xxh3_64(buf.get(), n));
       HOOKFS_RETURN_IF_ERROR(session_->PutChunk(o.id, index, buf.get(), n));
     }
     // Checked again: the bytes written are the bytes verified.
-    if (sha.Finish() != o.id) return Status::Malformed("the pack changed while it was applied (blob " + o.id.Hex() + ")");
+    if (rehash && sha.Finish() != o.id)
+      return Status::Malformed("the pack changed while it was applied (blob " + o.id.Hex() + ")");
     written_.emplace_back(bi, first);
   }
+  // Every byte written has been read: the lease must have held until now.
+  if (seal_ == Seal::kLease && ::fcntl(fd_, F_GETLEASE) != F_RDLCK)
+    return Status::Malformed("the pack file was opened for writing while it was applied; nothing was committed");
   std::sort(written_.begin(), written_.end());
   return session_->Flush();
 }
@@ -1002,21 +1046,28 @@ ApplyReport ApplyPack(Ledger* ledger, int fd, const ApplyOptions& options) {
   report.pack = options.pack_name.empty() ? "pack" : options.pack_name;
   Status st;
   int spool = -1;
+  Seal seal = options.sealed ? Seal::kOwned : Seal::kNone;
+  bool leased = false;
   struct stat sb;
   if (::fstat(fd, &sb) == 0 && !S_ISREG(sb.st_mode)) {
     auto s = SpoolPipe(ledger->store(), fd);
     if (s.ok()) fd = spool = *s;
     else st = s.status();
+    seal = Seal::kOwned;  // unlinked at once; only this process holds it
+  } else if (seal == Seal::kNone && TakeReadLease(fd)) {
+    seal = Seal::kLease;
+    leased = true;
   }
   if (st.ok()) {
     auto session = ChunkSession::Begin(ledger->store());
     if (session.ok()) {
-      Applier applier(ledger, options, &report, session->get());
+      Applier applier(ledger, options, &report, session->get(), seal);
       st = applier.Run(fd);
     } else {
       st = session.status();
     }
   }  // an uncommitted session reclaims its chunks here
+  if (leased) ::fcntl(fd, F_SETLEASE, F_UNLCK);  // a writer waiting on it proceeds
   if (spool >= 0) ::close(spool);
   if (!st.ok()) {
     if (st.Is(Code::kNoSpace))

@@ -70,6 +70,14 @@ struct ApplyOptions {
   std::string pack_name;  // for the report and the journal
   // -o require_signed: every hook is pinned (DESIGN.md §8, keys.h).
   bool require_signed = false;
+
+  // Set by a caller that guarantees the pack's bytes cannot change until
+  // ApplyPack returns (the daemon's incoming/ spool: written only through the
+  // daemon, closed to writers while it is applied; docs/integrity.md). The
+  // blobs pass 1 verified are then written without hashing them again.
+  // Without it ApplyPack seals what it can itself (a pipe's private spool; a
+  // file on a local filesystem under a read lease) and re-hashes the rest.
+  bool sealed = false;
 };
 
 // Applies the pack read from `fd` (a file, or a pipe received into staging/ first).
