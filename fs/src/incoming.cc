@@ -357,6 +357,7 @@ Status Incoming::Publish(const std::shared_ptr<Spool>& spool, const std::string&
   ApplyOptions opts;
   opts.actor = who;
   opts.pack_name = name;
+  opts.require_signed = require_signed_;
   auto t0 = std::chrono::steady_clock::now();
   ApplyReport report = ApplyPackFile(ledger_, spool->path(), opts);
   Status verdict = report.Verdict();
