@@ -29,6 +29,7 @@
 #include "hookfs_fs.h"
 #include "incoming.h"
 #include "lifecycle.h"
+#include "retainer.h"
 #include "policy.h"
 
 namespace {
@@ -102,17 +103,20 @@ int Run(int argc, char** argv) {
   bool foreground = false, debug = false, unmount_stale = false;
   std::vector<std::string> opts;
   unsigned threads = 8;
+  std::string host_id;
   app.add_option("--config", config_path,
                  "configuration file: key = value lines (store, mountpoint, publish_group, run_group, "
-                 "log_level, allow_other, threads); command-line options override it. No default: the "
+                 "admin_group, log_level, allow_other, threads, keep, require_signed, host); command-line options override it. No default: the "
                  "systemd unit passes /etc/hookfs/hookfs.conf");
   app.add_option("--store", store_dir, "store directory (default: $HOOKFS_STORE, /var/lib/hookfs as root, else ~/.local/share/hookfs)");
   app.add_flag("-f,--foreground", foreground, "stay in the foreground (systemd uses this)");
   app.add_flag("-d,--debug", debug, "libfuse debug output (implies -f)");
-  app.add_option("-o", opts, "mount options: allow_other,publish_group=G,run_group=G,... (others go to libfuse)")->take_all()->allow_extra_args(false);
+  app.add_option("-o", opts, "mount options: allow_other,publish_group=G,run_group=G,admin_group=G,keep=N,require_signed,... "
+                 "(others go to libfuse)")->take_all()->allow_extra_args(false);
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off (default info)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   app.add_option("--threads", threads, "FUSE worker threads (default 8)")->check(CLI::Range(1u, 64u));
+  app.add_option("--host", host_id, "this host's id in run.json (default: the hostname)");
   app.add_flag("--unmount-stale", unmount_stale,
                "clear a stale mount a dead daemon left on the mountpoint (fusermount3 -uz), then exit");
   app.add_option("MOUNTPOINT", mountpoint, "where to mount (default: mountpoint = in --config)");
@@ -167,11 +171,17 @@ int Run(int argc, char** argv) {
   if (cfg.allow_other.value_or(false)) mo->allow_other = true;
   if (!mo->publish_group) mo->publish_group = cfg.publish_group;
   if (!mo->run_group) mo->run_group = cfg.run_group;
+  if (!mo->admin_group) mo->admin_group = cfg.admin_group;
+  if (!mo->keep) mo->keep = cfg.keep;
+  if (cfg.require_signed.value_or(false)) mo->require_signed = true;
+  if (app.count("--host") == 0 && cfg.host) host_id = *cfg.host;
+  if (host_id.empty()) host_id = hookfs::HostName();
   hookfs::fs::Policy policy;
   policy.owner_uid = ::getuid();
   policy.owner_gid = ::getgid();
   for (auto [name, out] : {std::pair{mo->publish_group, &policy.publish_gid},
-                           std::pair{mo->run_group, &policy.run_gid}}) {
+                           std::pair{mo->run_group, &policy.run_gid},
+                           std::pair{mo->admin_group, &policy.admin_gid}}) {
     if (!name) continue;
     auto g = hookfs::fs::ResolveGroup(*name);
     if (!g.ok()) {
@@ -230,9 +240,14 @@ int Run(int argc, char** argv) {
   hookfs::fs::IncomingLimits limits;
   if (mo->max_packs_per_user) limits.max_packs_per_user = *mo->max_packs_per_user;
   if (mo->pack_idle_timeout) limits.idle_timeout = std::chrono::seconds(*mo->pack_idle_timeout);
-  if (notify) {
-    fo.after_publish = [&opened, &store_dir, &mountpoint] {
-      hookfs::fs::Notify("STATUS=" + StatusLine(opened.ledger.get(), store_dir, mountpoint));
+  fo.host = host_id;
+  // -o keep=N: made before the loop starts, destroyed after the publish
+  // workers stop and before the store closes (declared between them).
+  std::unique_ptr<hookfs::fs::Retainer> retainer;
+  if (notify || mo->keep) {
+    fo.after_publish = [&opened, &store_dir, &mountpoint, &retainer, notify] {
+      if (retainer) retainer->Kick();
+      if (notify) hookfs::fs::Notify("STATUS=" + StatusLine(opened.ledger.get(), store_dir, mountpoint));
     };
   }
   hookfs::fs::HookFs fs(fo);
@@ -281,11 +296,14 @@ int Run(int argc, char** argv) {
     opened = std::move(o).value();
   }
   opened.incoming->SetLimits(limits);
+  opened.incoming->set_require_signed(mo->require_signed);
   fs.Attach(opened.store.get(), opened.ledger.get(), opened.incoming.get());
   spdlog::info("hookfs: {} mounted on {} (uid {}, allow_other {}, publish_group {}, run_group {}, "
                "{} threads{}{})", store_dir, mountpoint, policy.owner_uid, mo->allow_other,
                mo->publish_group.value_or("-"), mo->run_group.value_or("-"), threads,
                config_path.empty() ? "" : ", config ", config_path);
+  spdlog::info("host {}, admin_group {}, keep {}, require_signed {}", host_id, mo->admin_group.value_or("-"),
+               mo->keep ? std::to_string(*mo->keep) : "-", mo->require_signed);
 
   // Helper threads never take SIGTERM/SIGINT/SIGHUP (libfuse blocks them in
   // its workers too): the handler then always runs where the loop waits.
@@ -293,6 +311,7 @@ int Run(int argc, char** argv) {
   sigemptyset(&term);
   for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&term, sig);
   pthread_sigmask(SIG_BLOCK, &term, &saved);
+  if (mo->keep) retainer = std::make_unique<hookfs::fs::Retainer>(opened.store.get(), *mo->keep);
   // READY=1 once the kernel gets answers from this mount: a statfs through it
   // returns only when a loop thread has served INIT and STATFS.
   ready = std::jthread([&opened, store_dir, mountpoint] {

@@ -175,7 +175,7 @@ TEST(IdentityTest, NamesAreValidatedAtConstruction) {
 
 TEST_F(NamespaceTest, ResolvesListsAndDescribesAReleaseWithoutFuse) {
   Apply(AppSpec('a'));
-  EXPECT_EQ(Names(""), (std::vector<std::string>{"hooks", "incoming", "objects", "journal"}));
+  EXPECT_EQ(Names(""), (std::vector<std::string>{"hooks", "incoming", "objects", "journal", "keys"}));
   EXPECT_EQ(Names("hooks"), (std::vector<std::string>{"app"}));
   EXPECT_EQ(Names("hooks/app/releases/1"), (std::vector<std::string>{"bin", "etc", "run"}));
   auto live = Walk("hooks/app/live");

@@ -1,6 +1,7 @@
 #include "hookfs_fs.h"
 
 #include "reply_once.h"
+#include "hookfs/keys.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -296,7 +297,7 @@ void HookFs::WaitForPointers() {
 void HookFs::Attach(Store* store, Ledger* ledger, Incoming* incoming) {
   store_ = store;
   notifier_ = std::make_unique<KernelNotifier>(&invalidator_, &pointer_invalidator_);
-  catalog_ = std::make_unique<LedgerCatalog>(ledger);
+  catalog_ = std::make_unique<LedgerCatalog>(ledger, options_.host);
   NamespaceOptions no;
   no.policy = options_.policy;
   no.max_temp_links_per_user = options_.max_temp_links_per_user;
@@ -425,6 +426,14 @@ void HookFs::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_s
     if (!st.ok()) return ReplyStatus(req, st.status(), "setattr");
     return (void)Fuse::Attr(req, &*st, 0);
   }
+  if (n->kind == Kind::kKey && to_set == FUSE_SET_ATTR_SIZE && attr->st_size == 0) {
+    // O_TRUNC of keys/NAME: the document is replaced on close.
+    Status s = ns_->CheckWriteKey(CallerOf(req), *n);
+    if (!s.ok()) return ReplyStatus(req, s, "truncate key");
+    auto st = ns_->Attr(ino, *n);
+    if (!st.ok()) return ReplyStatus(req, st.status(), "setattr");
+    return (void)Fuse::Attr(req, &*st, 0);
+  }
   if (n->kind == Kind::kRunResult && to_set == FUSE_SET_ATTR_SIZE && attr->st_size == 0) {
     // O_TRUNC of an open-for-write: the run must still be running.
     Status s = ns_->CheckWriteRunResult(CallerOf(req), *n);
@@ -519,6 +528,7 @@ void HookFs::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t,
                     fuse_file_info* fi) {
   NodePtr dir = ns_->Get(parent);
   if (!dir) return (void)Fuse::Err(req, ESTALE);
+  if (dir->kind == Kind::kKeysDir) return CreateKey(req, parent, *dir, name, fi);
   auto created = ns_->CreateSpool(CallerOf(req), parent, *dir, name, fi->flags & O_EXCL);
   if (!created.ok()) return ReplyStatus(req, created.status(), "create");
   auto h = std::make_unique<Handle>();
@@ -535,6 +545,26 @@ void HookFs::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t,
   } else {
     ns_->Forget(created->entry.ino, 1);
     ns_->ReleaseSpoolWriter(CallerOf(req), created->spool);
+  }
+}
+
+void HookFs::CreateKey(fuse_req_t req, fuse_ino_t parent, const Node& dir, const char* name,
+                       fuse_file_info* fi) {
+  auto created = ns_->CreateKey(CallerOf(req), parent, dir, name);
+  if (!created.ok()) return ReplyStatus(req, created.status(), "create key");
+  auto h = std::make_unique<Handle>();
+  h->node = created->node;
+  h->writable = true;
+  h->dirty = true;  // closing it unwritten commits an empty document: EINVAL
+  fuse_entry_param e{};
+  e.ino = created->ino;
+  e.attr = created->attr;
+  fi->direct_io = 1;
+  fi->fh = reinterpret_cast<uint64_t>(h.get());
+  if (Fuse::Create(req, &e, fi) == 0) {
+    h.release();
+  } else {
+    ns_->Forget(created->ino, 1);
   }
 }
 
@@ -584,6 +614,20 @@ void HookFs::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       if (wr) return (void)Fuse::Err(req, EPERM);
       fi->noflush = 1;
       break;
+    case Kind::kKey: {
+      if (wr) {
+        Status s = ns_->CheckWriteKey(CallerOf(req), *n);
+        if (!s.ok()) return ReplyStatus(req, s, "open key");
+        h->writable = true;
+        h->dirty = (fi->flags & O_TRUNC) != 0;  // an empty document is committed (and refused)
+      } else {
+        auto c = ns_->Content(*n);
+        if (!c.ok()) return ReplyStatus(req, c.status(), "open");
+        h->content = std::move(c).value();
+        fi->noflush = 1;
+      }
+      break;
+    }
     case Kind::kHookJson: case Kind::kReleaseJson: case Kind::kRunJson: case Kind::kHistory: {
       if (wr) return ReplyStatus(req, Namespace::ReadOnly(*n), "open");
       auto c = ns_->Content(*n);
@@ -693,9 +737,11 @@ void HookFs::Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off
     });
     return;
   }
-  if (h->node->kind == Kind::kRunResult) {
+  if (h->node->kind == Kind::kRunResult || h->node->kind == Kind::kKey) {
     uint64_t end = static_cast<uint64_t>(off) + size;
-    if (end > kMaxRunResult) return (void)Fuse::Err(req, EFBIG);
+    if (end > (h->node->kind == Kind::kKey ? kMaxKeyDocument : kMaxRunResult)) {
+      return (void)Fuse::Err(req, EFBIG);
+    }
     {
       std::lock_guard<std::mutex> lock(h->mu);
       if (h->content.size() < end) h->content.resize(end);
@@ -726,7 +772,7 @@ void HookFs::Flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
     });
     return;
   }
-  if (h->node->kind == Kind::kRunResult) {
+  if (h->node->kind == Kind::kRunResult || h->node->kind == Kind::kKey) {
     std::string text;
     bool dirty;
     {
@@ -736,6 +782,7 @@ void HookFs::Flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
       text = h->content;
     }
     if (!dirty) return (void)Fuse::Err(req, 0);
+    if (h->node->kind == Kind::kKey) return ReplyStatus(req, ns_->CommitKey(CallerOf(req), *h->node, text), "add key");
     return ReplyStatus(req, ns_->FinishRun(CallerOf(req), *h->node, text), "finish run");
   }
   Fuse::Err(req, 0);

@@ -45,6 +45,8 @@ struct FsOptions {
   // Temporary symlinks per user and their TTL (NamespaceOptions).
   size_t max_temp_links_per_user = 64;
   std::chrono::seconds temp_link_ttl{600};
+  // --host: run.json's `host` (empty: the hostname).
+  std::string host;
 };
 
 class HookFs {
@@ -113,6 +115,7 @@ class HookFs {
   // Blocks a publish job until the kernel was told of every pointer move so far.
   void WaitForPointers();
   void DirReply(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi, bool plus);
+  void CreateKey(fuse_req_t req, fuse_ino_t parent, const Node& dir, const char* name, fuse_file_info* fi);
 
   FsOptions options_;
   Store* store_ = nullptr;

@@ -360,6 +360,7 @@ Status Incoming::Publish(const std::shared_ptr<Spool>& spool, const std::string&
   // Sealed (docs/integrity.md, "Sealed packs"): the spool is ours (0600, in
   // the store), and every write or truncate of it takes spool->mu, held here.
   opts.sealed = true;
+  opts.require_signed = require_signed_;
   auto t0 = std::chrono::steady_clock::now();
   ApplyReport report = ApplyPackFile(ledger_, spool->path(), opts);
   Status verdict = report.Verdict();

@@ -127,6 +127,8 @@ class Incoming {
   Status Init();
   void SetLimits(const IncomingLimits& limits) { limits_ = limits; }
   const IncomingLimits& limits() const { return limits_; }
+  // -o require_signed: every hook is pinned (DESIGN.md §8). Before serving.
+  void set_require_signed(bool on) { require_signed_ = on; }
 
   static bool IsStaging(const std::string& name) { return !name.empty() && name[0] == '.'; }
   static bool IsResultName(const std::string& name);
@@ -174,6 +176,7 @@ class Incoming {
   size_t active_spools() const;
 
  private:
+  bool require_signed_ = false;
   Status Publish(const std::shared_ptr<Spool>& spool, const std::string& name, const Actor& who);
   Status WriteResult(const std::string& name, const std::string& json, uid_t owner);
   Status WriteResultOnce(const std::string& name, const std::string& json, uid_t owner);

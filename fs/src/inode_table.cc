@@ -33,6 +33,8 @@ const char* KindName(Kind k) {
     case Kind::kBlob: return "blob";
     case Kind::kObjTree: return "object-tree";
     case Kind::kJournal: return "journal";
+    case Kind::kKeysDir: return "keys";
+    case Kind::kKey: return "key";
   }
   return "?";
 }
@@ -42,7 +44,7 @@ bool Node::IsDir() const {
     case Kind::kRoot: case Kind::kHooksDir: case Kind::kHookDir: case Kind::kReleasesDir:
     case Kind::kReleaseRoot: case Kind::kTreeDir: case Kind::kTagsDir: case Kind::kRunsDir:
     case Kind::kRunDir: case Kind::kIncomingDir: case Kind::kObjectsDir: case Kind::kBlobsDir:
-    case Kind::kTreesDir: case Kind::kObjTree:
+    case Kind::kTreesDir: case Kind::kObjTree: case Kind::kKeysDir:
       return true;
     default:
       return false;

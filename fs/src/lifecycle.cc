@@ -107,6 +107,17 @@ void SetReadAhead(const std::string& dev, unsigned kb) {
   ::close(fd);
 }
 
+Result<uint32_t> ParseKeep(std::string_view value) {
+  std::string v(value);
+  char* end = nullptr;
+  errno = 0;
+  unsigned long n = std::strtoul(v.c_str(), &end, 10);
+  if (v.empty() || v[0] == '-' || *end != '\0' || errno != 0 || n < 1 || n > 1000000) {
+    return Status::InvalidArgument("keep must be 1..1000000, not '" + v + "'");
+  }
+  return static_cast<uint32_t>(n);
+}
+
 Result<MountOptions> ParseMountOptions(const std::vector<std::string>& lists) {
   MountOptions mo;
   for (const std::string& list : lists) {
@@ -133,6 +144,13 @@ Result<MountOptions> ParseMountOptions(const std::vector<std::string>& lists) {
         else if (key == "pack_idle_timeout") mo.pack_idle_timeout = static_cast<unsigned>(v);
         else if (key == "max_temp_links_per_user") mo.max_temp_links_per_user = v;
         else mo.temp_link_ttl = static_cast<unsigned>(v);
+      } else if (opt.rfind("keep=", 0) == 0) {
+        HOOKFS_ASSIGN_OR_RETURN(uint32_t k, ParseKeep(opt.substr(5)));
+        mo.keep = k;
+      } else if (opt == "require_signed") {
+        mo.require_signed = true;
+      } else if (opt.rfind("admin_group=", 0) == 0) {
+        mo.admin_group = opt.substr(12);
       } else if (opt == "default_permissions") {
         // always on
       } else if (opt == "ro") {
@@ -214,10 +232,23 @@ Result<ServiceConfig> ParseConfig(std::string_view text, const std::string& orig
         return Status::InvalidArgument(where + "threads must be 1..64, not '" + value + "'");
       }
       c.threads = static_cast<unsigned>(v);
+    } else if (key == "keep") {
+      auto k = ParseKeep(value);
+      if (!k.ok()) return Status::InvalidArgument(where + k.status().message());
+      c.keep = *k;
+    } else if (key == "require_signed") {
+      auto b = ParseBool(value);
+      if (!b) return Status::InvalidArgument(where + "require_signed must be yes or no, not '" + value + "'");
+      c.require_signed = *b;
+    } else if (key == "admin_group") {
+      if (!value.empty()) c.admin_group = value;
+    } else if (key == "host") {
+      if (value.empty()) return Status::InvalidArgument(where + "host must not be empty");
+      c.host = value;
     } else {
       return Status::InvalidArgument(where + "unknown key '" + key +
-                                     "' (store, mountpoint, publish_group, run_group, log_level, "
-                                     "allow_other, threads)");
+                                     "' (store, mountpoint, publish_group, run_group, admin_group, "
+                                     "log_level, allow_other, threads, keep, require_signed, host)");
     }
   }
   return c;

@@ -2,6 +2,7 @@
 // configuration file, logging and systemd notification (docs/service.md).
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -32,6 +33,10 @@ struct MountOptions {
   std::optional<unsigned> pack_idle_timeout;       // pack_idle_timeout=SECONDS (600)
   std::optional<size_t> max_temp_links_per_user;   // max_temp_links_per_user=N (64)
   std::optional<unsigned> temp_link_ttl;           // temp_link_ttl=SECONDS (600)
+  // Keys and retention (DESIGN.md §7, §8).
+  std::optional<uint32_t> keep;         // keep=N: prune in the background
+  bool require_signed = false;          // require_signed: every hook is pinned
+  std::optional<std::string> admin_group;  // admin_group=G: may add and remove keys
 };
 
 // Parses the comma-separated -o lists.
@@ -48,7 +53,14 @@ struct ServiceConfig {
   std::optional<std::string> log_level;
   std::optional<bool> allow_other;
   std::optional<unsigned> threads;
+  std::optional<uint32_t> keep;
+  std::optional<bool> require_signed;
+  std::optional<std::string> admin_group;
+  std::optional<std::string> host;
 };
+
+// keep=N: 1..1000000 (0 would prune every release not pinned otherwise).
+Result<uint32_t> ParseKeep(std::string_view value);
 
 // Parses the text of a configuration file; `origin` names it in messages
 // ("FILE:LINE: ..."). Unknown keys, repeated keys and bad values are errors.

@@ -14,6 +14,7 @@
 #include "file_times.h"
 #include "incoming.h"
 #include "inode_table.h"
+#include "hookfs/keys.h"
 
 namespace hookfs::fs {
 
@@ -101,7 +102,7 @@ Status LedgerCatalog::RemoveTag(const HookName& h, const TagName& tag, const Act
   return ledger_->RemoveTag(h.str(), tag.str(), who);
 }
 Result<RunInfo> LedgerCatalog::StartRun(const HookName& h, const RunName& run, const Actor& who) {
-  return ledger_->StartRun(h.str(), run.str(), who);
+  return ledger_->StartRun(h.str(), run.str(), who, host_);
 }
 Result<RunInfo> LedgerCatalog::FinishRun(const HookName& h, const RunName& run, const RunResult& result,
                                          const Actor& who) {
@@ -236,7 +237,7 @@ double Namespace::AttrTimeout(const Node& n) {
       return kForever;
     case Kind::kRoot: case Kind::kHooksDir: case Kind::kHookDir: case Kind::kReleasesDir:
     case Kind::kTagsDir: case Kind::kRunsDir: case Kind::kRunDir: case Kind::kIncomingDir:
-    case Kind::kObjectsDir: case Kind::kBlobsDir: case Kind::kTreesDir:
+    case Kind::kObjectsDir: case Kind::kBlobsDir: case Kind::kTreesDir: case Kind::kKeysDir:
       return kForever;  // mode, owner and group never change
     default:
       return 0;  // sizes and modes that follow the ledger
@@ -274,6 +275,10 @@ Result<std::string> Namespace::Content(const Node& n) {
                           {"oom_retries", r.oom_retries}};
       if (!r.note.empty()) j["note"] = r.note;
       return j.dump() + "\n";
+    }
+    case Kind::kKey: {
+      HOOKFS_ASSIGN_OR_RETURN(KeyInfo k, KeyRing(store_).Get(n.name));
+      return ToJson(k).dump(2) + "\n";
     }
     case Kind::kHistory: {
       HOOKFS_ASSIGN_OR_RETURN(std::vector<PointerMove> moves, catalog_->History(n.hook()));
@@ -318,6 +323,7 @@ Result<Node> Namespace::Child(Ino dir_ino, const Node& dir, std::string_view sv)
       else if (name == "incoming") c.kind = Kind::kIncomingDir;
       else if (name == "objects") c.kind = Kind::kObjectsDir;
       else if (name == "journal") c.kind = Kind::kJournal;
+      else if (name == "keys") c.kind = Kind::kKeysDir;
       else return not_found();
       return c;
     case Kind::kHooksDir: {
@@ -355,6 +361,8 @@ Result<Node> Namespace::Child(Ino dir_ino, const Node& dir, std::string_view sv)
       if (!v) return not_found();
       c.release.version = *v;
       HOOKFS_ASSIGN_OR_RETURN(ReleaseInfo r, catalog_->Release(c.release));
+      // A pruned release keeps N.json; its tree is gone (DESIGN.md §7).
+      if (r.pruned && !json) return not_found();
       c.kind = json ? Kind::kReleaseJson : Kind::kReleaseRoot;
       c.id = r.digest;
       c.mtime = r.committed_at;
@@ -386,6 +394,8 @@ Result<Node> Namespace::Child(Ino dir_ino, const Node& dir, std::string_view sv)
       c.target = p->target;
       return c;
     }
+    case Kind::kKeysDir:
+      return KeyChild(dir_ino, name);
     case Kind::kRunsDir: {
       auto run = RunName::Make(name);
       if (!run.ok()) return not_found();
@@ -477,7 +487,7 @@ Result<std::vector<Node>> Namespace::Children(Ino dir_ino, const Node& dir) {
   };
   switch (dir.kind) {
     case Kind::kRoot:
-      for (const char* n : {"hooks", "incoming", "objects", "journal"}) HOOKFS_RETURN_IF_ERROR(add(n));
+      for (const char* n : {"hooks", "incoming", "objects", "journal", "keys"}) HOOKFS_RETURN_IF_ERROR(add(n));
       break;
     case Kind::kHooksDir: {
       HOOKFS_ASSIGN_OR_RETURN(std::vector<HookInfo> hooks, catalog_->Hooks());
@@ -503,6 +513,7 @@ Result<std::vector<Node>> Namespace::Children(Ino dir_ino, const Node& dir) {
       HOOKFS_ASSIGN_OR_RETURN(auto releases, catalog_->Releases(dir.hook()));
       for (const ReleaseInfo& r : releases) {
         for (bool json : {false, true}) {
+          if (r.pruned && !json) continue;  // N.json only (DESIGN.md §7)
           Node c;
           c.kind = json ? Kind::kReleaseJson : Kind::kReleaseRoot;
           c.parent = dir_ino;
@@ -542,6 +553,10 @@ Result<std::vector<Node>> Namespace::Children(Ino dir_ino, const Node& dir) {
         out.push_back(std::move(c));
       }
       AppendPending(dir_ino, dir, /*in_tags=*/true, &out);
+      break;
+    }
+    case Kind::kKeysDir: {
+      HOOKFS_ASSIGN_OR_RETURN(out, KeyChildren(dir_ino));
       break;
     }
     case Kind::kRunsDir: {
@@ -600,6 +615,10 @@ Result<struct stat> Namespace::Attr(Ino ino, const Node& n) {
         st.st_gid = pol.GroupFor(Right::kRun);
         st.st_mode = S_IFDIR | pol.WritableDirMode(Right::kRun);
         break;
+      case Kind::kKeysDir:  // root and admin_group write here (DESIGN.md §4)
+        st.st_gid = pol.admin_gid.value_or(pol.owner_gid);
+        st.st_mode = S_IFDIR | (pol.admin_gid ? 0775 : 0755);
+        break;
       default:
         break;
     }
@@ -631,6 +650,17 @@ Result<struct stat> Namespace::Attr(Ino ino, const Node& n) {
       } else {
         st.st_gid = pol.GroupFor(Right::kRun);
         st.st_mode = S_IFREG | (pol.run_gid ? 0664 : 0644);
+      }
+      break;
+    }
+    case Kind::kKey: {
+      st.st_gid = pol.admin_gid.value_or(pol.owner_gid);
+      st.st_mode = S_IFREG | (pol.admin_gid ? 0664 : 0644);
+      auto content = Content(n);
+      if (content.ok()) {
+        st.st_size = static_cast<off_t>(content->size());
+      } else if (!content.status().Is(Code::kNotFound)) {
+        return content.status();  // NotFound: created, not yet committed (size 0)
       }
       break;
     }
@@ -863,6 +893,8 @@ Status Namespace::Unlink(const Caller& who, Ino parent, const Node& dir, std::st
     }
     case Kind::kRunsDir:
       return Status::NotPermitted("runs are append-only");
+    case Kind::kKeysDir:
+      return RemoveKey(who, parent, name);
     default:
       return ReadOnly(dir);
   }

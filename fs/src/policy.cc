@@ -31,6 +31,21 @@ Status Policy::Check(const Caller& who, Right right, std::string_view what) cons
   return Status::PermissionDenied(std::move(msg));
 }
 
+Status Policy::CheckAdmin(const Caller& who, std::string_view what) const {
+  if (who.uid == 0 || who.uid == owner_uid) return Status::OK();
+  if (admin_gid) {
+    if (who.gid == *admin_gid) return Status::OK();
+    if (who.groups) {
+      for (gid_t sg : who.groups()) {
+        if (sg == *admin_gid) return Status::OK();
+      }
+    }
+  }
+  std::string msg = "uid " + std::to_string(who.uid) + " may not " + std::string(what) + ": not in admin_group";
+  spdlog::warn("EACCES: {}", msg);
+  return Status::PermissionDenied(std::move(msg));
+}
+
 gid_t Policy::GroupFor(Right right) const {
   std::optional<gid_t> g = right == Right::kPublish ? publish_gid : run_gid;
   return g ? *g : owner_gid;

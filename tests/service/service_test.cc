@@ -459,7 +459,7 @@ TEST_F(ServiceTest, ReadyServesStatusStoppingAndCleanExit) {
   ASSERT_EQ(::statfs(mnt_.c_str(), &sfs), 0) << std::strerror(errno);
   EXPECT_EQ(static_cast<unsigned long>(sfs.f_type), 0x65735546ul);  // FUSE_SUPER_MAGIC
   Cmd ls = Sh("ls " + Q(mnt_));
-  EXPECT_EQ(ls.out, "hooks\nincoming\njournal\nobjects\n") << ls.err;
+  EXPECT_EQ(ls.out, "hooks\nincoming\njournal\nkeys\nobjects\n") << ls.err;
   EXPECT_TRUE(Contains(Notes(), "STATUS=serving " + store_ + " on " + mnt_ + ": 0 hooks")) << Notes();
   // It runs with the unit's capability bounding set (setpriv above):
   // CAP_SYS_ADMIN (21) and CAP_CHOWN (0) are enough for all of this.

@@ -70,6 +70,10 @@ struct Policy {
   gid_t owner_gid = 0;
   std::optional<gid_t> publish_gid;
   std::optional<gid_t> run_gid;
+  std::optional<gid_t> admin_gid;  // -o admin_group: may add and remove keys
+
+  // keys/: root, the mounting user and members of admin_group (DESIGN.md §4).
+  Status CheckAdmin(const Caller& who, std::string_view what) const;
 
   // Root and the mounting user may do all; members (primary or supplementary
   // group) of the right's group may do that. PermissionDenied otherwise.
@@ -127,6 +131,8 @@ enum class Kind : uint8_t {
   kBlob,         // objects/blobs/SHA
   kObjTree,      // objects/trees/SHA/
   kJournal,      // journal
+  kKeysDir,      // keys/                         (DESIGN.md §8)
+  kKey,          // keys/NAME                     (name; JSON of the trusted key)
 };
 
 const char* KindName(Kind k);
@@ -185,7 +191,8 @@ class Catalog {
 
 class LedgerCatalog : public Catalog {
  public:
-  explicit LedgerCatalog(Ledger* ledger) : ledger_(ledger) {}
+  // `host`: what run.json's `host` says (empty: the hostname).
+  explicit LedgerCatalog(Ledger* ledger, std::string host = {}) : ledger_(ledger), host_(std::move(host)) {}
   Result<std::vector<HookInfo>> Hooks() override;
   Result<HookInfo> Hook(const HookName& hook) override;
   Result<std::vector<ReleaseInfo>> Releases(const HookName& hook) override;
@@ -206,6 +213,7 @@ class LedgerCatalog : public Catalog {
 
  private:
   Ledger* ledger_;
+  std::string host_;
 };
 
 // ---- decoded trees ---------------------------------------------------------
@@ -380,6 +388,14 @@ class Namespace {
   // The journal file.
   Status ReadJournal(JournalCursor* c, size_t size, uint64_t off, std::string* out);
 
+  // keys/ (fs/src/keys_node.cc). Writing keys/NAME buffers the document in
+  // the open file; its close commits it through KeyRing::Add (EINVAL and no
+  // change for a malformed one). Every step checks Policy::CheckAdmin.
+  Result<Entry> CreateKey(const Caller& who, Ino parent, const Node& dir, std::string_view name);
+  Status CheckWriteKey(const Caller& who, const Node& n);
+  Status CommitKey(const Caller& who, const Node& n, const std::string& document);
+  Status RemoveKey(const Caller& who, Ino parent, std::string_view name);
+
  private:
   struct PendingKey {
     HookName hook;
@@ -407,6 +423,9 @@ class Namespace {
   void InvalidatePointer(Ino dir_ino, const std::string& name);
   void AfterPublish(const std::string& pack_name);
   static Status NotYours(const Caller& who, const std::string& name, uid_t owner);
+  // keys/ resolution (keys_node.cc).
+  Result<Node> KeyChild(Ino dir_ino, const std::string& name);
+  Result<std::vector<Node>> KeyChildren(Ino dir_ino);
 
   NamespaceOptions options_;
   Store* store_;
