@@ -199,8 +199,8 @@ TEST_F(KeysNamespaceTest, APrunedReleaseKeepsItsJsonAndIsNoPointerTarget) {
   EXPECT_EQ(json::parse(*ns_->Content(*j1->node))["pruned"], true);
   auto hook = Walk("hooks/app");
   ASSERT_TRUE(hook.ok());
-  ASSERT_TRUE(ns_->Symlink(Publisher(), "releases/1", hook->ino, *hook->node, "CuXXXX").ok());
-  EXPECT_TRUE(ns_->Rename(Publisher(), hook->ino, *hook->node, "CuXXXX", "live", false).Is(Code::kInvalidArgument));
+  ASSERT_TRUE(ns_->Symlink(Publisher(), "releases/1", hook->ino, *hook->node, "CuXXXXXX").ok());
+  EXPECT_TRUE(ns_->Rename(Publisher(), hook->ino, *hook->node, "CuXXXXXX", "live", false).Is(Code::kInvalidArgument));
   EXPECT_EQ(*catalog_->Live(*HookName::Make("app")), std::optional<uint32_t>(3));
 }
 
