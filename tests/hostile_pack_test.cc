@@ -358,6 +358,12 @@ long ApplyInChildPeakKiB(const std::string& store_dir, const std::string& pack, 
 // in 88 s; blob records in worse than linear time: 65,536 took 27-34 s).
 // Now: at most 256 MiB, time linear in the pack's size. HOOKFS_STRESS=1
 // runs the sizes of the report (40 and 200 trees, 4,194,304 blob records).
+#if defined(__SANITIZE_ADDRESS__)
+constexpr long kSanitizerSlack = 4;
+#else
+constexpr long kSanitizerSlack = 1;
+#endif
+
 TEST_F(HostilePackTest, MemoryAndTimeDoNotGrowWithWhatAPackDeclares) {
   const bool stress = std::getenv("HOOKFS_STRESS") != nullptr;
   Open(dir_ / "store");
@@ -405,9 +411,11 @@ TEST_F(HostilePackTest, MemoryAndTimeDoNotGrowWithWhatAPackDeclares) {
     std::printf("%zu trees x 100k entries, %zu empty blob records (%llu MB): peak RSS %ld MiB, %.2f s, %s\n", k.trees,
                 k.blobs, (unsigned long long)(size / 1000000), kib / 1024, secs, status.c_str());
     EXPECT_EQ(status, "OK");
-    EXPECT_LT(kib, 256 * 1024) << k.name;
+    // ASan's shadow memory and quarantine inflate RSS and time by a constant
+    // factor; the bound still catches growth with what the pack declares.
+    EXPECT_LT(kib, 256 * 1024 * kSanitizerSlack) << k.name;
     // Linear: well under a second per 10 MB on any machine we build on.
-    EXPECT_LT(secs, 5.0 + double(size) / 10e6) << k.name;
+    EXPECT_LT(secs, (5.0 + double(size) / 10e6) * kSanitizerSlack) << k.name;
   }
   Open(dir_ / "store");
   test::Counts c = test::Count(*store_);
