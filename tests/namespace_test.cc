@@ -16,6 +16,7 @@
 #include "hookfs/apply.h"
 #include "hookfs/ledger.h"
 #include "hookfs/namespace.h"
+#include "namespace_walk.h"
 #include "incoming.h"
 #include "inode_table.h"
 #include "log_safe.h"
@@ -108,33 +109,8 @@ class NamespaceTest : public ::testing::Test {
     ASSERT_TRUE(r.Verdict().ok()) << r.Verdict().ToString();
   }
 
-  // Looks up a path from the root, one lookup reference per component.
-  Result<Entry> Walk(const std::string& path) {
-    Entry e;
-    e.ino = kRootIno;
-    e.node = ns_->Get(kRootIno);
-    size_t pos = 0;
-    while (pos < path.size()) {
-      size_t slash = path.find('/', pos);
-      if (slash == std::string::npos) slash = path.size();
-      HOOKFS_ASSIGN_OR_RETURN(e, ns_->Lookup(e.ino, path.substr(pos, slash - pos)));
-      pos = slash + 1;
-    }
-    return e;
-  }
-
-  std::vector<std::string> Names(const std::string& path) {
-    auto e = Walk(path);
-    EXPECT_TRUE(e.ok()) << e.status().ToString();
-    if (!e.ok()) return {};
-    auto c = ns_->Children(e->ino, *e->node);
-    EXPECT_TRUE(c.ok()) << c.status().ToString();
-    std::vector<std::string> out;
-    if (c.ok()) {
-      for (const Node& n : *c) out.push_back(n.name);
-    }
-    return out;
-  }
+  Result<Entry> Walk(const std::string& path) { return WalkPath(*ns_, path); }
+  std::vector<std::string> Names(const std::string& path) { return ListNames(*ns_, path); }
 
   std::string ResultOf(const std::string& name) {
     return test::ReadFile(store_->dir() + "/results/" + name + ".result");
